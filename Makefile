@@ -1,0 +1,61 @@
+# Crossdock — `make run` and `make test` set themselves up on a fresh clone.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.stamp
+PROTOS := $(shell find proto -name '*.proto' | sort)
+GEN    := gen/.stamp
+PYTEST_ARGS ?=
+
+help: ## show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.lock
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	echo "$(CURDIR)/gen" > "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/crossdock_gen.pth"
+	touch $@
+
+$(GEN): $(STAMP) $(PROTOS) buf.yaml
+	$(VENV)/bin/buf lint
+	rm -rf gen && mkdir -p gen
+	$(PY) -m grpc_tools.protoc -I proto --python_out=gen --pyi_out=gen --grpc_python_out=gen $(PROTOS)
+	touch $@
+
+setup: $(GEN) ## create the venv and generate code (done by every target that needs it)
+
+proto: ## regenerate the Python code from proto/ (lint first)
+	rm -f $(GEN)
+	$(MAKE) $(GEN)
+
+lint: $(GEN) ## buf lint + ruff
+	$(VENV)/bin/buf lint
+	$(VENV)/bin/ruff check services tests
+
+breaking: $(GEN) ## buf breaking against main
+	$(VENV)/bin/buf breaking --against '.git#branch=main'
+
+run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep serving until Ctrl-C
+	$(VENV)/bin/crossdock up --demo 30
+
+test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
+	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+
+test-unit: $(GEN) ## unit tests only (no I/O)
+	$(VENV)/bin/pytest -q tests/unit
+
+clean: ## remove the venv, generated code and local data
+	rm -rf $(VENV) gen .data
+
+.PHONY: help setup proto lint breaking run test test-unit clean
+
+migration: $(GEN) ## autogenerate a migration: make migration SERVICE=erp MSG="add column"
+	$(PY) scripts/new_migration.py $(SERVICE) "$(MSG)"
+.PHONY: migration

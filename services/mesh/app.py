@@ -1,0 +1,188 @@
+"""The one composition root every service shares: ``ServiceApp`` and ``run``.
+
+A service module provides ``metadata`` (its tables), a migrations folder and a
+``bootstrap(app)`` that registers its gRPC servicer, its consumers and its
+background loops. ``run`` does the rest: config, logs, migrations, streams,
+health (NOT_SERVING while starting and draining), reflection, and a graceful
+stop on SIGTERM/SIGINT — stop taking work, finish in-flight, drain NATS, close
+the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sqlalchemy import MetaData
+
+from .bus import Bus, Consumer, Handler, OutboxRelay
+from .config import Settings, load_settings
+from .grpcutil import SERVER_OPTIONS, ErrorInterceptor, client_channel
+from .log import configure_logging
+from .store import Store
+from .telemetry import setup_tracing
+
+log = structlog.get_logger()
+
+_STUBS: dict[str, tuple[str, str]] = {
+    # service -> (module, stub class); imported lazily
+    "erp": ("crossdock.erp.v1.erp_pb2_grpc", "ErpServiceStub"),
+    "wms": ("crossdock.wms.v1.wms_pb2_grpc", "WmsServiceStub"),
+    "tms": ("crossdock.tms.v1.tms_pb2_grpc", "TmsServiceStub"),
+    "ordertoship": ("crossdock.ordertoship.v1.order_to_ship_pb2_grpc", "OrderToShipServiceStub"),
+}
+_FULL_NAMES = {
+    "erp": "crossdock.erp.v1.ErpService",
+    "wms": "crossdock.wms.v1.WmsService",
+    "tms": "crossdock.tms.v1.TmsService",
+    "ordertoship": "crossdock.ordertoship.v1.OrderToShipService",
+}
+
+
+class Clients:
+    """Lazily created stubs to the other services (one channel each)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, Any] = {}
+
+    def stub(self, service: str) -> Any:
+        if service not in self._stubs:
+            import importlib
+
+            module, cls = _STUBS[service]
+            channel = client_channel(self.settings.addr(service), [_FULL_NAMES[service]])
+            self._channels[service] = channel
+            self._stubs[service] = getattr(importlib.import_module(module), cls)(channel)
+        return self._stubs[service]
+
+    @property
+    def erp(self) -> Any:
+        return self.stub("erp")
+
+    @property
+    def wms(self) -> Any:
+        return self.stub("wms")
+
+    @property
+    def tms(self) -> Any:
+        return self.stub("tms")
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+
+class ServiceApp:
+    def __init__(self, name: str, settings: Settings, metadata: MetaData) -> None:
+        self.name = name
+        self.settings = settings
+        self.log = structlog.get_logger().bind(service=name)
+        self.store = Store(name, settings.store_url(name), metadata)
+        self.bus = Bus(name, settings.nats_url, replicas=settings.stream_replicas)
+        self.clients = Clients(settings)
+        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+        self.health = health.aio.HealthServicer()
+        self.relay = OutboxRelay(self.store, self.bus, poll_interval=settings.outbox_poll_interval)
+        self.consumers: list[Consumer] = []
+        self._loops: list[Callable[[asyncio.Event], Awaitable[None]]] = []
+        self._service_names: list[str] = []
+        self.stopping = asyncio.Event()
+
+    # ---- registration (called from a service's bootstrap) ----
+
+    def add_servicer(self, add_to_server: Callable[[Any, grpc.aio.Server], None],
+                     servicer: Any, full_name: str) -> None:
+        add_to_server(servicer, self.server)
+        self._service_names.append(full_name)
+
+    def add_consumer(self, durable: str, stream: str, subjects: list[str], handler: Handler) -> None:
+        self.consumers.append(
+            Consumer(
+                store=self.store, bus=self.bus, durable=durable, stream=stream,
+                subjects=subjects, handler=handler,
+                max_deliver=self.settings.max_deliver, ack_wait=self.settings.ack_wait,
+            )
+        )
+
+    def add_loop(self, loop: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+        """A background loop; it must return soon after the event is set."""
+        self._loops.append(loop)
+
+    # ---- lifecycle ----
+
+    async def serve(self, migrations_dir: Path) -> None:
+        s = self.settings
+        await self.store.migrate(migrations_dir)
+        await self.bus.connect()
+        await self.bus.ensure_streams()
+
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        names = [*self._service_names, reflection.SERVICE_NAME, health.SERVICE_NAME]
+        reflection.enable_server_reflection(names, self.server)
+        for name in ["", *self._service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        port = self.server.add_insecure_port(f"{s.grpc_host}:{s.port_for(self.name)}")
+        (s.resolved_data_dir / f"{self.name}.port").write_text(str(port))
+        await self.server.start()
+
+        tasks = [asyncio.create_task(self.relay.run(), name="outbox-relay")]
+        tasks += [asyncio.create_task(c.run(), name=c.durable) for c in self.consumers]
+        tasks += [asyncio.create_task(loop(self.stopping), name=loop.__name__) for loop in self._loops]
+        for name in ["", *self._service_names]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.log.info("service.started", port=port, consumers=[c.durable for c in self.consumers])
+
+        await self.stopping.wait()
+        self.log.info("service.stopping")
+        await self.health.enter_graceful_shutdown()
+        for c in self.consumers:
+            c.stop()
+        self.log.debug("shutdown.step", step="server.stop")
+        await self.server.stop(grace=5)
+        self.log.debug("shutdown.step", step="tasks")
+        # Consumers finish the message in hand; loops see the event.
+        done, pending = await asyncio.wait(tasks[1:], timeout=10) if tasks[1:] else (set(), set())
+        for t in pending:
+            t.cancel()
+        # A last flush of the outbox before leaving (whatever stays is sent
+        # by the next start).
+        self.relay.stop()
+        try:
+            await asyncio.wait_for(self.relay.relay_once(), timeout=5)
+        except Exception:  # noqa: BLE001
+            pass
+        tasks[0].cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.log.debug("shutdown.step", step="close")
+        await self.clients.close()
+        self.log.debug("shutdown.step", step="bus.close")
+        await self.bus.close()
+        await self.store.close()
+        self.log.info("service.stopped")
+
+
+def run(name: str, metadata: MetaData, migrations_dir: Path,
+        bootstrap: Callable[[ServiceApp], None]) -> None:
+    """Entry point of ``python -m services.<name>``."""
+    settings = load_settings()
+    configure_logging(name, settings.log_level, settings.log_format)
+    setup_tracing(name)
+
+    async def main() -> None:
+        app = ServiceApp(name, settings, metadata)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, app.stopping.set)
+        bootstrap(app)
+        await app.serve(migrations_dir)
+
+    asyncio.run(main())

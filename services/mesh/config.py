@@ -1,0 +1,87 @@
+"""Configuration from the environment, with defaults that work on one machine.
+
+Every variable is prefixed ``CROSSDOCK_``. A bad value stops the service at
+start with a message naming the variable (pydantic-settings does the checks).
+"""
+
+from __future__ import annotations
+
+import sys
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICES = ("erp", "wms", "tms", "ordertoship")
+DEFAULT_PORTS = {"erp": 50051, "wms": 50052, "tms": 50053, "ordertoship": 50054}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CROSSDOCK_", extra="ignore")
+
+    # Where every service keeps its SQLite store (and nats-server its data)
+    # unless a database URL is given.
+    data_dir: Path = Path(".data")
+    nats_url: str = "nats://127.0.0.1:4322"
+    # Address this service listens on; port 0 picks a free one and writes it
+    # to <data_dir>/<service>.port.
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int | None = Field(default=None, ge=0, le=65535)
+    # Addresses of the other services (host:port).
+    erp_addr: str = f"127.0.0.1:{DEFAULT_PORTS['erp']}"
+    wms_addr: str = f"127.0.0.1:{DEFAULT_PORTS['wms']}"
+    tms_addr: str = f"127.0.0.1:{DEFAULT_PORTS['tms']}"
+    ordertoship_addr: str = f"127.0.0.1:{DEFAULT_PORTS['ordertoship']}"
+    # SQLAlchemy URL of this service's own store; SQLite under data_dir when
+    # empty. postgresql://... URLs are used with asyncpg.
+    database_url: str = ""
+    # Deadline of a synchronous gRPC call to another service, in seconds.
+    rpc_timeout: float = Field(default=5.0, gt=0)
+    # Stream replicas (3 on a clustered broker).
+    stream_replicas: int = Field(default=1, ge=1, le=5)
+    # Log level and format ("json" or "console").
+    log_level: str = "INFO"
+    log_format: str = "json"
+    # Seconds between outbox sweeps (the relay is also woken on each commit).
+    outbox_poll_interval: float = Field(default=0.5, gt=0)
+    # Delivery attempts of a message before it is given up on.
+    max_deliver: int = Field(default=10, ge=1)
+    ack_wait: float = Field(default=30.0, gt=0)
+
+    # ---- WMS autopilot (moves fulfilment on by itself) ----
+    wms_autopilot: bool = True
+    wms_pick_delay: float = Field(default=0.2, ge=0)
+    wms_pack_delay: float = Field(default=0.2, ge=0)
+    wms_ship_delay: float = Field(default=0.2, ge=0)
+
+    # ---- order-to-ship ----
+    default_shortage_policy: str = Field(default="BACKORDER", pattern="^(BACKORDER|CANCEL)$")
+
+    def addr(self, service: str) -> str:
+        return getattr(self, f"{service}_addr")
+
+    def port_for(self, service: str) -> int:
+        return self.grpc_port if self.grpc_port is not None else DEFAULT_PORTS[service]
+
+    def store_url(self, service: str) -> str:
+        url = self.database_url or f"sqlite:///{self.data_dir / service}.db"
+        return url
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; exit with a clear message on a bad value."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = [f"crossdock: bad configuration ({exc.error_count()} problem(s)):"]
+        for err in exc.errors():
+            name = "CROSSDOCK_" + "_".join(str(p) for p in err["loc"]).upper()
+            lines.append(f"  {name}: {err['msg']} (got {err.get('input')!r})")
+        print("\n".join(lines), file=sys.stderr)
+        raise SystemExit(2) from None

@@ -1,0 +1,84 @@
+"""The messaging contract: every subject, the stream it lives in, its body type.
+
+One table, so that a publisher cannot put the wrong body on a subject and a
+consumer knows how to decode what it receives. Subjects name the domain, the
+aggregate and the fact (``wms.inventory.adjusted``); commands start with
+``cmd.<target>``.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import Message
+
+from crossdock.erp.v1 import messages_pb2 as erp
+from crossdock.ordertoship.v1 import messages_pb2 as ots
+from crossdock.tms.v1 import messages_pb2 as tms
+from crossdock.wms.v1 import messages_pb2 as wms
+
+# stream name -> subjects it captures (one stream per owning domain, and one
+# per command target).
+STREAMS: dict[str, list[str]] = {
+    "ERP": ["erp.>"],
+    "WMS": ["wms.>"],
+    "TMS": ["tms.>"],
+    "ORDERTOSHIP": ["ordertoship.>"],
+    "CMD_ERP": ["cmd.erp.>"],
+    "CMD_WMS": ["cmd.wms.>"],
+    "CMD_TMS": ["cmd.tms.>"],
+}
+
+SUBJECTS: dict[str, type[Message]] = {
+    # ERP events
+    "erp.customer.upserted": erp.CustomerUpserted,
+    "erp.item.upserted": erp.ItemUpserted,
+    "erp.salesorder.accepted": erp.SalesOrderAccepted,
+    "erp.salesorder.rejected": erp.SalesOrderRejected,
+    "erp.salesorder.cancelled": erp.SalesOrderCancelled,
+    "erp.invoice.posted": erp.InvoicePosted,
+    # ERP commands
+    "cmd.erp.salesorder.create": erp.CreateSalesOrder,
+    "cmd.erp.salesorder.cancel": erp.CancelSalesOrder,
+    "cmd.erp.invoice.post": erp.PostInvoice,
+    # WMS events
+    "wms.inventory.adjusted": wms.InventoryAdjusted,
+    "wms.fulfilment.allocated": wms.FulfilmentAllocated,
+    "wms.fulfilment.backordered": wms.FulfilmentBackordered,
+    "wms.fulfilment.rejected": wms.FulfilmentRejected,
+    "wms.fulfilment.picked": wms.FulfilmentPicked,
+    "wms.fulfilment.packed": wms.FulfilmentPacked,
+    "wms.fulfilment.shipped": wms.FulfilmentShipped,
+    "wms.fulfilment.cancelled": wms.FulfilmentCancelled,
+    "wms.fulfilment.cancel_refused": wms.FulfilmentCancelRefused,
+    # WMS commands
+    "cmd.wms.fulfilment.create": wms.CreateFulfilment,
+    "cmd.wms.fulfilment.cancel": wms.CancelFulfilment,
+    "cmd.wms.fulfilment.assign_shipment": wms.AssignShipment,
+    # TMS events
+    "tms.shipment.booked": tms.ShipmentBooked,
+    "tms.shipment.booking_failed": tms.ShipmentBookingFailed,
+    "tms.shipment.dispatched": tms.ShipmentDispatched,
+    # TMS commands
+    "cmd.tms.shipment.book": tms.BookShipment,
+    # order-to-ship events
+    "ordertoship.order.created": ots.OrderCreated,
+    "ordertoship.order.status_changed": ots.OrderStatusChanged,
+}
+
+
+def stream_for(subject: str) -> str:
+    for name, patterns in STREAMS.items():
+        for pattern in patterns:
+            if subject.startswith(pattern.removesuffix(">")):
+                return name
+    raise KeyError(f"no stream captures subject {subject!r}")
+
+
+def message_type(subject: str) -> type[Message]:
+    try:
+        return SUBJECTS[subject]
+    except KeyError:
+        raise KeyError(f"unknown subject {subject!r}: add it to services/mesh/contracts.py") from None
+
+
+def type_name(message: Message | type[Message]) -> str:
+    return message.DESCRIPTOR.full_name

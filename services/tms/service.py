@@ -1,0 +1,213 @@
+"""TMS use cases: each takes a store transaction (or connection) and does one thing."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crossdock.common.v1.common_pb2 import Money
+from crossdock.erp.v1 import erp_pb2
+from crossdock.tms.v1 import messages_pb2 as events
+from crossdock.tms.v1 import tms_pb2
+from crossdock.wms.v1 import wms_pb2
+from services.mesh.errors import InvalidArgument, NotFound
+from services.mesh.store import Tx, insert_ignore, utcnow
+
+from . import domain
+from .store import carriers, customers, items, rates, shipments
+
+STATUS = {
+    "BOOKED": tms_pb2.SHIPMENT_STATUS_BOOKED,
+    "DISPATCHED": tms_pb2.SHIPMENT_STATUS_DISPATCHED,
+}
+
+
+def validate_carrier(c: tms_pb2.Carrier) -> None:
+    problems = []
+    if not c.carrier_id:
+        problems.append(("carrier.carrier_id", "required"))
+    for i, r in enumerate(c.rates):
+        if not r.service_level:
+            problems.append((f"carrier.rates[{i}].service_level", "required"))
+        if r.base.amount_minor < 0 or r.per_kg.amount_minor < 0:
+            problems.append((f"carrier.rates[{i}]", "prices must not be negative"))
+        if r.base.currency_code != r.per_kg.currency_code or len(r.base.currency_code) != 3:
+            problems.append((f"carrier.rates[{i}]", "base and per_kg need the same ISO currency"))
+    if problems:
+        raise InvalidArgument(problems)
+
+
+async def upsert_carrier(tx: Tx, c: tms_pb2.Carrier) -> None:
+    validate_carrier(c)
+    conn = tx.conn
+    await conn.execute(delete(rates).where(rates.c.carrier_id == c.carrier_id))
+    await conn.execute(delete(carriers).where(carriers.c.carrier_id == c.carrier_id))
+    await conn.execute(carriers.insert().values(carrier_id=c.carrier_id, name=c.name, active=c.active))
+    for r in c.rates:
+        await conn.execute(
+            rates.insert().values(
+                carrier_id=c.carrier_id,
+                service_level=r.service_level,
+                country_codes=",".join(cc.upper() for cc in r.country_codes),
+                currency_code=r.base.currency_code,
+                base_minor=r.base.amount_minor,
+                per_kg_minor=r.per_kg.amount_minor,
+                transit_days=r.transit_days,
+                max_weight_grams=r.max_weight_grams,
+            )
+        )
+
+
+async def list_carriers(conn: AsyncConnection) -> list[tms_pb2.Carrier]:
+    out = []
+    for c in (await conn.execute(select(carriers).order_by(carriers.c.carrier_id))).all():
+        rows = (await conn.execute(select(rates).where(rates.c.carrier_id == c.carrier_id))).all()
+        out.append(
+            tms_pb2.Carrier(
+                carrier_id=c.carrier_id,
+                name=c.name,
+                active=c.active,
+                rates=[
+                    tms_pb2.Rate(
+                        service_level=r.service_level,
+                        country_codes=[x for x in r.country_codes.split(",") if x],
+                        base=Money(currency_code=r.currency_code, amount_minor=r.base_minor),
+                        per_kg=Money(currency_code=r.currency_code, amount_minor=r.per_kg_minor),
+                        transit_days=r.transit_days,
+                        max_weight_grams=r.max_weight_grams,
+                    )
+                    for r in rows
+                ],
+            )
+        )
+    return out
+
+
+async def load_rates(conn: AsyncConnection) -> list[domain.RateLine]:
+    rows = (
+        await conn.execute(
+            select(rates).join(carriers, carriers.c.carrier_id == rates.c.carrier_id)
+            .where(carriers.c.active.is_(True))
+        )
+    ).all()
+    return [
+        domain.RateLine(
+            carrier_id=r.carrier_id,
+            service_level=r.service_level,
+            country_codes=tuple(x for x in r.country_codes.split(",") if x),
+            currency_code=r.currency_code,
+            base_minor=r.base_minor,
+            per_kg_minor=r.per_kg_minor,
+            transit_days=r.transit_days,
+            max_weight_grams=r.max_weight_grams,
+        )
+        for r in rows
+    ]
+
+
+def option_pb(o: domain.Option) -> tms_pb2.ShippingOption:
+    return tms_pb2.ShippingOption(
+        carrier_id=o.carrier_id,
+        service_level=o.service_level,
+        price=Money(currency_code=o.currency_code, amount_minor=o.price_minor),
+        transit_days=o.transit_days,
+    )
+
+
+def shipment_pb(row) -> tms_pb2.Shipment:
+    s = tms_pb2.Shipment(
+        shipment_id=row.shipment_id,
+        order_id=row.order_id,
+        carrier_id=row.carrier_id,
+        service_level=row.service_level,
+        tracking_number=row.tracking_number,
+        price=Money(currency_code=row.currency_code, amount_minor=row.price_minor),
+        status=STATUS[row.status],
+    )
+    s.book_time.FromDatetime(row.book_time)
+    if row.dispatch_time:
+        s.dispatch_time.FromDatetime(row.dispatch_time)
+    return s
+
+
+async def get_shipment(conn: AsyncConnection, order_id: str):
+    row = (await conn.execute(select(shipments).where(shipments.c.order_id == order_id))).first()
+    if row is None:
+        raise NotFound("shipment", order_id, f"no shipment for order {order_id!r}")
+    return row
+
+
+async def book_shipment(tx: Tx, cmd: events.BookShipment) -> None:
+    """Book the cheapest eligible option; one shipment per order."""
+    existing = (
+        await tx.conn.execute(select(shipments).where(shipments.c.order_id == cmd.order_id))
+    ).first()
+    if existing is not None:
+        # A repeated command: say again what was booked.
+        await tx.emit("tms.shipment.booked", events.ShipmentBooked(shipment=shipment_pb(existing)),
+                      key=cmd.order_id)
+        return
+    options = domain.shipping_options(
+        await load_rates(tx.conn),
+        country_code=cmd.destination.country_code,
+        weight_grams=cmd.weight_grams,
+        currency_code=cmd.currency_code,
+        service_level=cmd.service_level,
+    )
+    if not options:
+        await tx.emit(
+            "tms.shipment.booking_failed",
+            events.ShipmentBookingFailed(
+                order_id=cmd.order_id,
+                reason_code="NO_CARRIER_SERVICE",
+                reason=(f"no active carrier serves {cmd.destination.country_code or '?'} "
+                        f"at {cmd.weight_grams} g"
+                        + (f" with service level {cmd.service_level}" if cmd.service_level else "")),
+            ),
+            key=cmd.order_id,
+        )
+        return
+    best = options[0]
+    now = utcnow()
+    values = dict(
+        shipment_id=f"SHP-{cmd.order_id}",
+        order_id=cmd.order_id,
+        carrier_id=best.carrier_id,
+        service_level=best.service_level,
+        tracking_number=domain.tracking_number(best.carrier_id, cmd.order_id),
+        currency_code=best.currency_code,
+        price_minor=best.price_minor,
+        status="BOOKED",
+        book_time=now,
+        dispatch_time=None,
+    )
+    await tx.conn.execute(shipments.insert().values(**values))
+    row = (await tx.conn.execute(select(shipments).where(shipments.c.order_id == cmd.order_id))).one()
+    await tx.emit("tms.shipment.booked", events.ShipmentBooked(shipment=shipment_pb(row)),
+                  key=cmd.order_id)
+
+
+async def mark_dispatched(tx: Tx, fulfilment: wms_pb2.FulfilmentOrder) -> None:
+    result = await tx.conn.execute(
+        update(shipments)
+        .where(shipments.c.order_id == fulfilment.order_id, shipments.c.status == "BOOKED")
+        .values(status="DISPATCHED", dispatch_time=utcnow())
+    )
+    if result.rowcount:
+        row = (await tx.conn.execute(
+            select(shipments).where(shipments.c.order_id == fulfilment.order_id))).one()
+        await tx.emit("tms.shipment.dispatched", events.ShipmentDispatched(shipment=shipment_pb(row)),
+                      key=fulfilment.order_id)
+
+
+async def replicate_item(tx: Tx, item: erp_pb2.Item) -> None:
+    await tx.conn.execute(delete(items).where(items.c.sku == item.sku))
+    await insert_ignore(tx.conn, items, {"sku": item.sku, "weight_grams": item.weight_grams,
+                                         "updated_at": utcnow()})
+
+
+async def replicate_customer(tx: Tx, c: erp_pb2.Customer) -> None:
+    await tx.conn.execute(delete(customers).where(customers.c.customer_id == c.customer_id))
+    await insert_ignore(tx.conn, customers, {"customer_id": c.customer_id, "name": c.name,
+                                             "country_code": c.ship_to.country_code,
+                                             "updated_at": utcnow()})

@@ -1,0 +1,76 @@
+"""TMS store: carriers and rate tables, shipments, and the master-data replica."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+from services.mesh.store import BigId, runtime_tables
+
+metadata = MetaData()
+outbox, inbox = runtime_tables(metadata)
+
+carriers = Table(
+    "carriers",
+    metadata,
+    Column("carrier_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+)
+
+rates = Table(
+    "rates",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("carrier_id", String(64), nullable=False, index=True),
+    Column("service_level", String(64), nullable=False),
+    # Comma-separated ISO country codes; empty = all destinations.
+    Column("country_codes", Text, nullable=False, default=""),
+    Column("currency_code", String(3), nullable=False),
+    Column("base_minor", BigInteger, nullable=False),
+    Column("per_kg_minor", BigInteger, nullable=False),
+    Column("transit_days", Integer, nullable=False),
+    Column("max_weight_grams", BigInteger, nullable=False, default=0),
+)
+
+shipments = Table(
+    "shipments",
+    metadata,
+    Column("shipment_id", String(64), primary_key=True),
+    Column("order_id", String(64), nullable=False, unique=True),
+    Column("carrier_id", String(64), nullable=False),
+    Column("service_level", String(64), nullable=False),
+    Column("tracking_number", String(64), nullable=False, unique=True),
+    Column("currency_code", String(3), nullable=False),
+    Column("price_minor", BigInteger, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("book_time", DateTime(timezone=True), nullable=False),
+    Column("dispatch_time", DateTime(timezone=True)),
+)
+
+# Replica of ERP master data (erp.item.upserted / erp.customer.upserted).
+items = Table(
+    "items",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("weight_grams", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("country_code", String(2), nullable=False, default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
