@@ -79,3 +79,31 @@ class EventLog:
         return [m for s, m, _ in self.messages if s == subject]
 
 
+
+
+def pg_database(base_url: str, name: str) -> str:
+    """Create database ``name`` on the server of ``base_url``; return its URL."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(base_url)
+    conn = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username,
+                            password=url.password, dbname=url.database or "postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    conn.close()
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def pg_drop(base_url: str, name: str) -> None:
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    url = make_url(base_url)
+    conn = psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username,
+                            password=url.password, dbname=url.database or "postgres")
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    conn.close()

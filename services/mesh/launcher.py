@@ -24,7 +24,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .config import DEFAULT_PORTS, SERVICES
+from .config import SERVICES
 
 SYSTEM_SERVICES = ("erp", "wms", "tms")
 
@@ -185,7 +185,7 @@ class Mesh:
         self,
         data_dir: Path,
         *,
-        fixed_ports: bool = False,
+        ports: dict[str, int] | None = None,
         nats_port: int = -1,
         database_urls: dict[str, str] | None = None,
         env: dict[str, str] | None = None,
@@ -195,7 +195,8 @@ class Mesh:
         self.database_urls = database_urls or {}
         self.extra_env = env or {}
         self.services: dict[str, ServiceProcess] = {}
-        self.fixed_ports = fixed_ports
+        # Fixed ports per service; 0 (the default) picks a free one.
+        self.ports = ports or {}
 
     def addr(self, name: str) -> str:
         return self.services[name].addr
@@ -219,8 +220,7 @@ class Mesh:
         # System services first: the process service needs their addresses.
         for name in (*SYSTEM_SERVICES, "ordertoship"):
             progress(f"starting {name}")
-            proc = ServiceProcess(name, self.data_dir, {},
-                                  port=DEFAULT_PORTS[name] if self.fixed_ports else 0)
+            proc = ServiceProcess(name, self.data_dir, {}, port=self.ports.get(name, 0))
             proc.env = self._env(name)
             proc.start()
             self.services[name] = proc

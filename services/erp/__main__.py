@@ -1,0 +1,25 @@
+"""`python -m services.erp`: the ERP system service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crossdock.erp.v1 import erp_pb2_grpc
+from services.mesh.app import ServiceApp, run
+
+from . import handlers
+from .grpc_api import ErpServicer
+from .store import metadata
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def bootstrap(app: ServiceApp) -> None:
+    app.add_servicer(erp_pb2_grpc.add_ErpServiceServicer_to_server, ErpServicer(app.store),
+                     "crossdock.erp.v1.ErpService")
+    app.add_consumer("erp-commands", "CMD_ERP", ["cmd.erp.>"], handlers.on_command)
+    app.add_consumer("erp-wms-events", "WMS", ["wms.inventory.adjusted"], handlers.on_wms_event)
+
+
+if __name__ == "__main__":
+    run("erp", metadata, MIGRATIONS, bootstrap)

@@ -1,0 +1,131 @@
+"""ERP store: customers, item master, sales orders, invoices and the inventory ledger."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+)
+
+from services.mesh.store import BigId, runtime_tables
+
+metadata = MetaData()
+outbox, inbox = runtime_tables(metadata)
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("credit_limit_minor", BigInteger, nullable=False),
+    # Computed by ERP (invoiced and unpaid; accepted and not yet invoiced).
+    Column("open_balance_minor", BigInteger, nullable=False, default=0),
+    Column("open_orders_minor", BigInteger, nullable=False, default=0),
+    Column("ship_to_name", String(200), nullable=False, default=""),
+    Column("ship_to_line1", String(200), nullable=False, default=""),
+    Column("ship_to_city", String(100), nullable=False, default=""),
+    Column("ship_to_postal_code", String(20), nullable=False, default=""),
+    Column("ship_to_country_code", String(2), nullable=False, default=""),
+    Column("blocked", Boolean, nullable=False, default=False),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("uom", String(16), nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+    Column("weight_grams", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+)
+
+sales_orders = Table(
+    "sales_orders",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("currency_code", String(3), nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    # ACCEPTED / REJECTED / CANCELLED / INVOICED
+    Column("status", String(20), nullable=False),
+    Column("status_reason", Text, nullable=False, default=""),
+    # Stable machine code of a rejection, e.g. CREDIT_LIMIT_EXCEEDED.
+    Column("reason_code", String(64), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+sales_order_lines = Table(
+    "sales_order_lines",
+    metadata,
+    Column("order_id", String(64), nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+    PrimaryKeyConstraint("order_id", "line_number"),
+)
+
+invoices = Table(
+    "invoices",
+    metadata,
+    Column("invoice_id", String(100), primary_key=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    # Exactly one invoice per shipment.
+    Column("shipment_id", String(64), nullable=False, unique=True),
+    Column("customer_id", String(64), nullable=False),
+    Column("currency_code", String(3), nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("posted_at", DateTime(timezone=True), nullable=False),
+)
+
+invoice_lines = Table(
+    "invoice_lines",
+    metadata,
+    Column("invoice_id", String(100), nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    PrimaryKeyConstraint("invoice_id", "line_number"),
+)
+
+# ERP's view of stock, kept from wms.inventory.adjusted (WMS is the truth).
+ledger_positions = Table(
+    "ledger_positions",
+    metadata,
+    Column("sku", String(64), nullable=False),
+    Column("warehouse_id", String(64), nullable=False),
+    Column("on_hand", BigInteger, nullable=False),
+    Column("last_sequence", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("sku", "warehouse_id"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("sku", String(64), nullable=False),
+    Column("warehouse_id", String(64), nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("on_hand_after", BigInteger, nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("reference", String(100), nullable=False, default=""),
+    Column("event_id", String(100), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+    Index("ix_ledger_entries_position", "sku", "warehouse_id", "sequence"),
+)

@@ -1,0 +1,46 @@
+"""Order-to-ship gRPC servicer: translates requests into use cases, nothing more."""
+
+from __future__ import annotations
+
+from opentelemetry.trace import SpanKind
+
+from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
+from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
+from services.mesh import telemetry
+from services.mesh.app import Clients
+from services.mesh.config import Settings
+from services.mesh.errors import InvalidArgument
+from services.mesh.store import Store
+
+from . import service
+
+
+class OrderToShipServicer(order_to_ship_pb2_grpc.OrderToShipServiceServicer):
+    def __init__(self, store: Store, clients: Clients, settings: Settings) -> None:
+        self.store = store
+        self.clients = clients
+        self.settings = settings
+
+    async def SubmitOrder(self, request, context):
+        # The root of the order's trace: every later step carries it.
+        with telemetry.tracer().start_as_current_span("SubmitOrder", kind=SpanKind.SERVER):
+            order = await service.submit_order(
+                self.store, self.clients, request,
+                default_policy=self.settings.default_shortage_policy,
+                timeout=self.settings.rpc_timeout,
+            )
+        return pb.SubmitOrderResponse(order=order)
+
+    async def GetOrder(self, request, context):
+        if not request.order_id:
+            raise InvalidArgument([("order_id", "required")])
+        return pb.GetOrderResponse(order=await service.get_order(self.store, request.order_id))
+
+    async def ListOrders(self, request, context):
+        return await service.list_orders(self.store, request)
+
+    async def CancelOrder(self, request, context):
+        if not request.order_id:
+            raise InvalidArgument([("order_id", "required")])
+        order = await service.cancel_order(self.store, request.order_id, request.reason)
+        return pb.CancelOrderResponse(order=order)

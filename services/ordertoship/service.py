@@ -1,0 +1,375 @@
+"""Order-to-ship use cases: submit, read, list, cancel, and apply a system event.
+
+Submission validates against ERP and WMS over gRPC (with deadlines), then
+records the order, its first timeline entry and the ERP sales-order command
+in one transaction. Everything after that is driven by events (``advance``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf.message import Message
+from sqlalchemy import insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from crossdock.common.v1.common_pb2 import Address, Money
+from crossdock.erp.v1 import erp_pb2
+from crossdock.ordertoship.v1 import messages_pb2 as events
+from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
+from crossdock.wms.v1 import wms_pb2
+from services.mesh import telemetry
+from services.mesh.app import Clients
+from services.mesh.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.mesh.store import Store, Tx, utcnow
+
+from . import workflow
+from .store import order_lines, orders, timeline
+
+MAX_LINES = 200
+MAX_QUANTITY = 1_000_000
+MAX_PAGE = 500
+
+
+class ConcurrentUpdate(Exception):
+    """Another process changed the order between our read and write: retry."""
+
+
+# ---- validation of a submission (shape only; existence is checked by lookups) ----
+
+def validate_submission(req: pb.SubmitOrderRequest) -> None:
+    v: list[tuple[str, str]] = []
+    if len(req.request_id) > 128:
+        v.append(("request_id", "at most 128 characters"))
+    if not req.customer_id:
+        v.append(("customer_id", "required"))
+    if not req.lines:
+        v.append(("lines", "at least one line is required"))
+    if len(req.lines) > MAX_LINES:
+        v.append(("lines", f"at most {MAX_LINES} lines"))
+    seen: dict[str, int] = {}
+    for i, line in enumerate(req.lines):
+        if not line.sku:
+            v.append((f"lines[{i}].sku", "required"))
+        elif line.sku in seen:
+            v.append((f"lines[{i}].sku", f"duplicate of lines[{seen[line.sku]}]; merge the quantities"))
+        else:
+            seen[line.sku] = i
+        if line.quantity <= 0:
+            v.append((f"lines[{i}].quantity", "must be positive"))
+        elif line.quantity > MAX_QUANTITY:
+            v.append((f"lines[{i}].quantity", f"at most {MAX_QUANTITY}"))
+        if line.HasField("unit_price"):
+            v.append((f"lines[{i}].unit_price", "set by the service from the ERP price list"))
+    if req.HasField("ship_to") and len(req.ship_to.country_code) != 2:
+        v.append(("ship_to.country_code", "a 2-letter ISO 3166 code is required"))
+    if v:
+        raise InvalidArgument(v)
+
+
+def request_fingerprint(req: pb.SubmitOrderRequest) -> str:
+    body = pb.SubmitOrderRequest()
+    body.CopyFrom(req)
+    body.request_id = ""
+    return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
+
+
+def policy_name(value: int, default: str) -> str:
+    name = pb.ShortagePolicy.Name(value).removeprefix("SHORTAGE_POLICY_")
+    return default if name == "UNSPECIFIED" else name
+
+
+# ---- conversions ----
+
+def _line_pb(row, currency: str) -> pb.OrderLine:
+    return pb.OrderLine(line_number=row.line_number, sku=row.sku, quantity=row.quantity,
+                        unit_price=Money(currency_code=currency, amount_minor=row.unit_price_minor))
+
+
+def order_pb(row, lines=(), entries=()) -> pb.Order:
+    o = pb.Order(
+        order_id=row.order_id, request_id=row.request_id, customer_id=row.customer_id,
+        warehouse_id=row.warehouse_id,
+        ship_to=Address(name=row.ship_to_name, line1=row.ship_to_line1, city=row.ship_to_city,
+                        postal_code=row.ship_to_postal_code, country_code=row.ship_to_country_code),
+        shortage_policy=pb.ShortagePolicy.Value(f"SHORTAGE_POLICY_{row.shortage_policy}"),
+        service_level=row.service_level,
+        status=pb.OrderStatus.Value(f"ORDER_STATUS_{row.status}"),
+        status_reason=row.status_reason,
+        total=Money(currency_code=row.currency_code, amount_minor=row.total_minor),
+        shipment_id=row.shipment_id, carrier_id=row.carrier_id,
+        tracking_number=row.tracking_number, invoice_id=row.invoice_id, trace_id=row.trace_id,
+        lines=[_line_pb(ln, row.currency_code) for ln in lines],
+    )
+    o.create_time.FromDatetime(row.created_at)
+    o.update_time.FromDatetime(row.updated_at)
+    for e in entries:
+        t = o.timeline.add(source=e.source, step=e.step, detail=e.detail, trace_id=e.trace_id,
+                           status=pb.OrderStatus.Value(f"ORDER_STATUS_{e.status}"))
+        t.time.FromDatetime(e.at)
+    return o
+
+
+def workflow_order(row, lines) -> workflow.Order:
+    return workflow.Order(
+        order_id=row.order_id, customer_id=row.customer_id, status=row.status,
+        warehouse_id=row.warehouse_id,
+        lines=[workflow.Line(ln.line_number, ln.sku, ln.quantity, ln.unit_price_minor) for ln in lines],
+        ship_to=Address(name=row.ship_to_name, line1=row.ship_to_line1, city=row.ship_to_city,
+                        postal_code=row.ship_to_postal_code, country_code=row.ship_to_country_code),
+        shortage_policy=row.shortage_policy, service_level=row.service_level,
+        currency_code=row.currency_code, total_minor=row.total_minor,
+    )
+
+
+# ---- reads ----
+
+async def _load(conn: AsyncConnection, order_id: str, *, lock: bool = False):
+    q = select(orders).where(orders.c.order_id == order_id)
+    row = (await conn.execute(q.with_for_update() if lock else q)).first()
+    if row is None:
+        return None, []
+    lines = (await conn.execute(
+        select(order_lines).where(order_lines.c.order_id == order_id).order_by(order_lines.c.line_number)
+    )).all()
+    return row, lines
+
+
+async def get_order(store: Store, order_id: str) -> pb.Order:
+    async with store.read() as conn:
+        row, lines = await _load(conn, order_id)
+        if row is None:
+            raise NotFound("order", order_id)
+        entries = (await conn.execute(
+            select(timeline).where(timeline.c.order_id == order_id).order_by(timeline.c.id))).all()
+    return order_pb(row, lines, entries)
+
+
+def _page_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"o:{seq}".encode()).decode()
+
+
+def _parse_token(token: str) -> int | None:
+    if not token:
+        return None
+    try:
+        kind, seq = base64.urlsafe_b64decode(token.encode()).decode().split(":")
+        assert kind == "o"
+        return int(seq)
+    except Exception:  # noqa: BLE001 - any garbage is the caller's error
+        raise InvalidArgument([("page_token", "not a token this service issued")]) from None
+
+
+async def list_orders(store: Store, req: pb.ListOrdersRequest) -> pb.ListOrdersResponse:
+    if req.page_size < 0:
+        raise InvalidArgument([("page_size", "must not be negative")])
+    size = min(req.page_size or 50, MAX_PAGE)
+    after = _parse_token(req.page_token)
+    q = select(orders).order_by(orders.c.seq).limit(size + 1)
+    if after is not None:
+        q = q.where(orders.c.seq > after)
+    if req.customer_id:
+        q = q.where(orders.c.customer_id == req.customer_id)
+    if req.status:
+        q = q.where(orders.c.status == pb.OrderStatus.Name(req.status).removeprefix("ORDER_STATUS_"))
+    async with store.read() as conn:
+        rows = (await conn.execute(q)).all()
+    page = rows[:size]
+    token = _page_token(page[-1].seq) if len(rows) > size else ""
+    return pb.ListOrdersResponse(orders=[order_pb(r) for r in page], next_page_token=token)
+
+
+# ---- submission ----
+
+@dataclass
+class Priced:
+    currency_code: str
+    lines: list[workflow.Line]
+    ship_to: Address
+    warehouse_id: str
+
+
+async def _price_and_place(clients: Clients, req: pb.SubmitOrderRequest, timeout: float) -> Priced:
+    """Validate the customer and items against ERP, choose the warehouse from WMS."""
+    try:
+        customer = (await clients.erp.GetCustomer(
+            erp_pb2.GetCustomerRequest(customer_id=req.customer_id), timeout=timeout)).customer
+    except grpc.aio.AioRpcError as err:
+        if err.code() == grpc.StatusCode.NOT_FOUND:
+            raise NotFound("customer", req.customer_id) from None
+        raise
+    skus = [ln.sku for ln in req.lines]
+    items = {i.sku: i for i in (await clients.erp.BatchGetItems(
+        erp_pb2.BatchGetItemsRequest(skus=skus), timeout=timeout)).items}
+    missing = [s for s in skus if s not in items]
+    if missing:
+        raise NotFound("item", missing[0], f"unknown SKU(s): {', '.join(missing)}")
+    for i, ln in enumerate(req.lines):
+        item = items[ln.sku]
+        if not item.active:
+            raise FailedPrecondition(f"item {ln.sku} is not active", reason="ITEM_INACTIVE",
+                                     subject=f"lines[{i}].sku")
+        if item.unit_price.currency_code != customer.currency_code:
+            raise FailedPrecondition(
+                f"item {ln.sku} is priced in {item.unit_price.currency_code}, the customer buys in "
+                f"{customer.currency_code}", reason="CURRENCY_MISMATCH", subject=f"lines[{i}].sku")
+    lines = [workflow.Line(i + 1, ln.sku, ln.quantity, items[ln.sku].unit_price.amount_minor)
+             for i, ln in enumerate(req.lines)]
+    ship_to = req.ship_to if req.HasField("ship_to") else customer.ship_to
+    if not ship_to.country_code:
+        raise FailedPrecondition(f"customer {req.customer_id} has no ship-to address; give ship_to",
+                                 reason="NO_SHIP_TO", subject="ship_to")
+    warehouse = await _choose_warehouse(clients, req, timeout)
+    return Priced(customer.currency_code, lines, ship_to, warehouse)
+
+
+async def _choose_warehouse(clients: Clients, req: pb.SubmitOrderRequest, timeout: float) -> str:
+    warehouses = [w.warehouse_id for w in (await clients.wms.ListWarehouses(
+        wms_pb2.ListWarehousesRequest(), timeout=timeout)).warehouses]
+    if req.warehouse_id:
+        if req.warehouse_id not in warehouses:
+            raise NotFound("warehouse", req.warehouse_id)
+        return req.warehouse_id
+    if not warehouses:
+        raise FailedPrecondition("no warehouse is set up", reason="NO_WAREHOUSE")
+    positions = (await clients.wms.GetAvailability(
+        wms_pb2.GetAvailabilityRequest(skus=[ln.sku for ln in req.lines]), timeout=timeout)).positions
+    available = {(p.warehouse_id, p.sku): p.available for p in positions}
+
+    def coverage(wh: str) -> tuple[int, int]:
+        lines_covered = sum(available.get((wh, ln.sku), 0) >= ln.quantity for ln in req.lines)
+        units = sum(min(available.get((wh, ln.sku), 0), ln.quantity) for ln in req.lines)
+        return lines_covered, units
+
+    # The warehouse that covers the most lines, then the most units; ties by id.
+    return max(sorted(warehouses), key=coverage)
+
+
+async def submit_order(store: Store, clients: Clients, req: pb.SubmitOrderRequest, *,
+                       default_policy: str, timeout: float) -> pb.Order:
+    validate_submission(req)
+    request_id = req.request_id or str(uuid.uuid4())
+    fingerprint = request_fingerprint(req)
+    if existing := await _by_request_id(store, request_id, fingerprint):
+        return existing
+    priced = await _price_and_place(clients, req, timeout)
+    now = utcnow()
+    order = workflow.Order(
+        order_id=f"ORD-{uuid.uuid4().hex[:12].upper()}", customer_id=req.customer_id,
+        status="RECEIVED", warehouse_id=priced.warehouse_id, lines=priced.lines,
+        ship_to=priced.ship_to, shortage_policy=policy_name(req.shortage_policy, default_policy),
+        service_level=req.service_level, currency_code=priced.currency_code,
+        total_minor=sum(ln.quantity * ln.unit_price_minor for ln in priced.lines),
+    )
+    trace_id = telemetry.current_trace_id()
+    try:
+        async with store.transaction() as tx:
+            await tx.conn.execute(insert(orders).values(
+                order_id=order.order_id, request_id=request_id, request_hash=fingerprint,
+                customer_id=order.customer_id, warehouse_id=order.warehouse_id,
+                ship_to_name=order.ship_to.name, ship_to_line1=order.ship_to.line1,
+                ship_to_city=order.ship_to.city, ship_to_postal_code=order.ship_to.postal_code,
+                ship_to_country_code=order.ship_to.country_code,
+                shortage_policy=order.shortage_policy, service_level=order.service_level,
+                currency_code=order.currency_code, total_minor=order.total_minor,
+                status="RECEIVED", status_reason="", trace_id=trace_id, version=1,
+                created_at=now, updated_at=now,
+            ))
+            await tx.conn.execute(insert(order_lines), [
+                dict(order_id=order.order_id, line_number=ln.line_number, sku=ln.sku,
+                     quantity=ln.quantity, unit_price_minor=ln.unit_price_minor) for ln in order.lines])
+            await _append(tx, order.order_id, "RECEIVED", workflow.Entry(
+                "ordertoship", "received",
+                f"{len(order.lines)} line(s), {order.total_minor / 100:.2f} {order.currency_code}, "
+                f"warehouse {order.warehouse_id}, shortage policy {order.shortage_policy}"))
+            row, lines = await _load(tx.conn, order.order_id)
+            created = order_pb(row, lines)
+            await tx.emit("ordertoship.order.created", events.OrderCreated(order=created),
+                          key=order.order_id)
+            subject, command = workflow.create_sales_order(order)
+            await tx.emit(subject, command, key=order.order_id)
+    except IntegrityError:
+        # The same request_id was submitted concurrently and won the race.
+        if existing := await _by_request_id(store, request_id, fingerprint):
+            return existing
+        raise
+    return await get_order(store, order.order_id)
+
+
+async def _by_request_id(store: Store, request_id: str, fingerprint: str) -> pb.Order | None:
+    async with store.read() as conn:
+        row = (await conn.execute(
+            select(orders.c.order_id, orders.c.request_hash).where(orders.c.request_id == request_id)
+        )).first()
+    if row is None:
+        return None
+    if row.request_hash != fingerprint:
+        raise FailedPrecondition(
+            f"request_id {request_id!r} was already used for a different order ({row.order_id})",
+            reason="REQUEST_ID_REUSED", subject="request_id")
+    return await get_order(store, row.order_id)
+
+
+# ---- changes of state ----
+
+async def _append(tx: Tx, order_id: str, status: str, entry: workflow.Entry) -> None:
+    await tx.conn.execute(insert(timeline).values(
+        order_id=order_id, at=utcnow(), source=entry.source, step=entry.step, status=status,
+        detail=entry.detail, trace_id=telemetry.current_trace_id()))
+
+
+async def _apply(tx: Tx, row, order: workflow.Order, decision: workflow.Decision) -> None:
+    status = decision.status or row.status
+    values: dict = {"version": row.version + 1, "updated_at": utcnow(), **decision.updates}
+    if decision.status:
+        values["status"] = decision.status
+    if decision.reason is not None:
+        values["status_reason"] = decision.reason
+    result = await tx.conn.execute(
+        update(orders).where(orders.c.order_id == row.order_id, orders.c.version == row.version)
+        .values(**values))
+    if result.rowcount != 1:
+        raise ConcurrentUpdate(row.order_id)
+    for entry in decision.entries:
+        await _append(tx, row.order_id, status, entry)
+    for subject, command in decision.commands:
+        await tx.emit(subject, command, key=row.order_id)
+    if decision.status and decision.status != row.status:
+        await tx.emit("ordertoship.order.status_changed", events.OrderStatusChanged(
+            order_id=row.order_id,
+            from_status=pb.OrderStatus.Value(f"ORDER_STATUS_{row.status}"),
+            to_status=pb.OrderStatus.Value(f"ORDER_STATUS_{decision.status}"),
+            reason=decision.reason or ""), key=row.order_id)
+
+
+async def advance(tx: Tx, subject: str, body: Message) -> bool:
+    """Apply one system event to its order; False when it names no order of ours."""
+    order_id = workflow.order_id_of(subject, body)
+    row, lines = await _load(tx.conn, order_id, lock=True)
+    if row is None:
+        return False
+    order = workflow_order(row, lines)
+    decision = workflow.react(order, subject, body)
+    if decision.changes_anything:
+        await _apply(tx, row, order, decision)
+    return True
+
+
+async def cancel_order(store: Store, order_id: str, reason: str) -> pb.Order:
+    async with store.transaction() as tx:
+        row, lines = await _load(tx.conn, order_id, lock=True)
+        if row is None:
+            raise NotFound("order", order_id)
+        order = workflow_order(row, lines)
+        try:
+            decision = workflow.cancel(order, reason)
+        except workflow.NotCancellable as exc:
+            raise FailedPrecondition(str(exc), reason="ORDER_NOT_CANCELLABLE", subject=order_id) from None
+        if decision.changes_anything:
+            await _apply(tx, row, order, decision)
+    return await get_order(store, order_id)

@@ -1,0 +1,30 @@
+"""`python -m services.wms`: the WMS system service."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from crossdock.wms.v1 import wms_pb2_grpc
+from services.mesh.app import ServiceApp, run
+
+from . import handlers
+from .autopilot import autopilot
+from .grpc_api import WmsServicer
+from .service import Delays
+from .store import metadata
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def bootstrap(app: ServiceApp) -> None:
+    delays = Delays.from_settings(app.settings)
+    app.add_servicer(wms_pb2_grpc.add_WmsServiceServicer_to_server, WmsServicer(app.store, delays),
+                     "crossdock.wms.v1.WmsService")
+    app.add_consumer("wms-commands", "CMD_WMS", ["cmd.wms.>"], handlers.on_command(delays))
+    app.add_consumer("wms-master-data", "ERP", ["erp.item.upserted"], handlers.on_master_data)
+    if app.settings.wms_autopilot:
+        app.add_loop(autopilot(app.store, delays))
+
+
+if __name__ == "__main__":
+    run("wms", metadata, MIGRATIONS, bootstrap)

@@ -1,0 +1,27 @@
+"""WMS message handlers: commands addressed to WMS and the master data it replicates."""
+
+from __future__ import annotations
+
+from services.mesh.bus import Envelope, Handler, PermanentError
+from services.mesh.store import Tx
+
+from . import service
+
+
+def on_command(delays: service.Delays) -> Handler:
+    async def on_command(env: Envelope, tx: Tx) -> None:
+        if not env.body.order_id:
+            raise PermanentError(f"{env.subject} without an order_id")
+        if env.subject == "cmd.wms.fulfilment.create":
+            await service.create_fulfilment(tx, env.body, delays)
+        elif env.subject == "cmd.wms.fulfilment.cancel":
+            await service.cancel_fulfilment(tx, env.body, delays)
+        elif env.subject == "cmd.wms.fulfilment.assign_shipment":
+            await service.assign_shipment(tx, env.body, delays)
+
+    return on_command
+
+
+async def on_master_data(env: Envelope, tx: Tx) -> None:
+    if env.subject == "erp.item.upserted":
+        await service.replicate_item(tx, env.body.item)
