@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections import Counter
 from dataclasses import dataclass
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
-
 
 # ---- credit ----
 
@@ -137,24 +130,3 @@ def check_sequence(last_sequence: int, sequence: int) -> SequenceCheck:
 
 
 # ---- paging ----
-
-def page_size(requested: int) -> int:
-    if requested < 0:
-        raise ValueError("must not be negative")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def encode_page_token(key: list[str]) -> str:
-    """An opaque token naming the last key of a page."""
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode().rstrip("=")
-
-
-def decode_page_token(token: str, arity: int) -> list[str]:
-    """The key a token names; ValueError when it is not a token of this listing."""
-    try:
-        key = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise ValueError("not a page token") from None
-    if not (isinstance(key, list) and len(key) == arity and all(isinstance(k, str) for k in key)):
-        raise ValueError("not a page token of this listing")
-    return key

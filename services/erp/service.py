@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import structlog
-from sqlalchemy import Table, func, select, tuple_, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crossdock.common.v1.common_pb2 import Address, Money
@@ -14,6 +14,7 @@ from crossdock.erp.v1 import messages_pb2 as msgs
 from crossdock.wms.v1 import messages_pb2 as wms_msgs
 from services.mesh.bus import PermanentError
 from services.mesh.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.mesh.paging import keyset_page
 from services.mesh.store import Tx, insert_ignore, utcnow
 
 from . import domain
@@ -207,27 +208,8 @@ async def batch_get_items(conn: AsyncConnection, skus: list[str]) -> list[erp_pb
 
 async def _page(conn: AsyncConnection, table: Table, keys: list[str], page_size: int,
                 page_token: str, *where) -> tuple[list, str]:
-    """One page in key order, and the token of the next one ("" after the last)."""
-    problems, size, after = [], 0, None
-    try:
-        size = domain.page_size(page_size)
-    except ValueError as exc:
-        problems.append(("page_size", str(exc)))
-    if page_token:
-        try:
-            after = domain.decode_page_token(page_token, len(keys))
-        except ValueError as exc:
-            problems.append(("page_token", str(exc)))
-    if problems:
-        raise InvalidArgument(problems)
-    cols = [table.c[k] for k in keys]
-    query = select(table).where(*where).order_by(*cols).limit(size + 1)
-    if after:
-        query = query.where(tuple_(*cols) > tuple_(*after))
-    rows = (await conn.execute(query)).all()
-    if len(rows) <= size:
-        return rows, ""
-    return rows[:size], domain.encode_page_token([getattr(rows[size - 1], k) for k in keys])
+    return await keyset_page(conn, select(table).where(*where), [table.c[k] for k in keys],
+                             page_size, page_token)
 
 
 async def list_customers(conn: AsyncConnection, page_size: int, page_token: str):

@@ -50,6 +50,21 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
         time.sleep(interval)
 
 
+def terminate(proc: subprocess.Popen | None, grace: float) -> None:
+    """SIGTERM and wait up to ``grace`` seconds, then SIGKILL (grace 0: SIGKILL at once)."""
+    if not proc or proc.poll() is not None:
+        return
+    if grace > 0:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    proc.kill()
+    proc.wait()
+
+
 class NatsServer:
     def __init__(self, data_dir: Path, port: int = -1, *, sync_always: bool = True) -> None:
         self.dir = data_dir / "nats"
@@ -92,18 +107,10 @@ class NatsServer:
         return self.url
 
     def stop(self, timeout: float = 10) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, 0)
 
 
 @dataclass
@@ -160,18 +167,10 @@ class ServiceProcess:
             wait_until(serving, timeout, f"{self.name} to report SERVING", interval=0.1)
 
     def stop(self, timeout: float = 20) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc, timeout)
 
     def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        terminate(self.proc, 0)
 
     @property
     def alive(self) -> bool:

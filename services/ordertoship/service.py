@@ -7,7 +7,6 @@ in one transaction. Everything after that is driven by events (``advance``).
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from crossdock.wms.v1 import wms_pb2
 from services.mesh import telemetry
 from services.mesh.app import Clients
 from services.mesh.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.mesh.paging import keyset_page
 from services.mesh.store import Store, Tx, utcnow
 
 from . import workflow
@@ -33,7 +33,6 @@ from .store import order_lines, orders, timeline
 
 MAX_LINES = 200
 MAX_QUANTITY = 1_000_000
-MAX_PAGE = 500
 
 
 class ConcurrentUpdate(Exception):
@@ -150,38 +149,15 @@ async def get_order(store: Store, order_id: str) -> pb.Order:
     return order_pb(row, lines, entries)
 
 
-def _page_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"o:{seq}".encode()).decode()
-
-
-def _parse_token(token: str) -> int | None:
-    if not token:
-        return None
-    try:
-        kind, seq = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        assert kind == "o"
-        return int(seq)
-    except Exception:  # noqa: BLE001 - any garbage is the caller's error
-        raise InvalidArgument([("page_token", "not a token this service issued")]) from None
-
-
 async def list_orders(store: Store, req: pb.ListOrdersRequest) -> pb.ListOrdersResponse:
-    if req.page_size < 0:
-        raise InvalidArgument([("page_size", "must not be negative")])
-    size = min(req.page_size or 50, MAX_PAGE)
-    after = _parse_token(req.page_token)
-    q = select(orders).order_by(orders.c.seq).limit(size + 1)
-    if after is not None:
-        q = q.where(orders.c.seq > after)
+    q = select(orders)
     if req.customer_id:
         q = q.where(orders.c.customer_id == req.customer_id)
     if req.status:
         q = q.where(orders.c.status == pb.OrderStatus.Name(req.status).removeprefix("ORDER_STATUS_"))
     async with store.read() as conn:
-        rows = (await conn.execute(q)).all()
-    page = rows[:size]
-    token = _page_token(page[-1].seq) if len(rows) > size else ""
-    return pb.ListOrdersResponse(orders=[order_pb(r) for r in page], next_page_token=token)
+        rows, token = await keyset_page(conn, q, [orders.c.seq], req.page_size, req.page_token)
+    return pb.ListOrdersResponse(orders=[order_pb(r) for r in rows], next_page_token=token)
 
 
 # ---- submission ----

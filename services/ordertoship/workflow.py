@@ -145,9 +145,8 @@ def react(o: Order, subject: str, body: Message) -> Decision:
             d.entries.append(Entry("erp", "invoice.posted",
                                    f"invoice {inv.invoice_id}: {inv.total.amount_minor / 100:.2f} "
                                    f"{inv.total.currency_code}"))
-        case "wms.fulfilment.allocated" if s in ("RELEASED", "BACKORDERED"):
-            d.status = "ALLOCATED"
-            d.entries.append(Entry("wms", "allocated", f"stock allocated in {o.warehouse_id}"))
+        case "wms.fulfilment.allocated" | "wms.fulfilment.picked" | "wms.fulfilment.packed":
+            _milestone(o, subject, body, d)
         case "wms.fulfilment.backordered" if s == "RELEASED":
             d.status, d.reason = "BACKORDERED", _shortages(body.shortages)
             d.entries.append(Entry("wms", "backordered", f"waiting for stock: {d.reason}"))
@@ -157,17 +156,6 @@ def react(o: Order, subject: str, body: Message) -> Decision:
             d.entries += [Entry("wms", "fulfilment.rejected", reason),
                           Entry("ordertoship", "compensate", "cancel sales order, release credit")]
             d.commands.append(_cancel_sales_order(o, reason))
-        case "wms.fulfilment.picked" if s == "ALLOCATED":
-            d.status = "PICKED"
-            d.entries.append(Entry("wms", "picked"))
-        case "wms.fulfilment.packed" if s in ("ALLOCATED", "PICKED"):
-            weight = body.fulfilment_order.package_weight_grams
-            d.status = "PACKED"
-            d.entries += [Entry("wms", "packed", f"{weight} g"),
-                          Entry("ordertoship", "shipment.requested", "booking requested from TMS")]
-            d.commands.append(("cmd.tms.shipment.book", tms.BookShipment(
-                order_id=o.order_id, warehouse_id=o.warehouse_id, destination=o.ship_to,
-                weight_grams=weight, service_level=o.service_level, currency_code=o.currency_code)))
         case "tms.shipment.booked" if s == "PACKED":
             sh = body.shipment
             d.status = "SHIPMENT_BOOKED"
@@ -203,6 +191,36 @@ def react(o: Order, subject: str, body: Message) -> Decision:
         case "wms.fulfilment.cancel_refused":
             d.entries.append(Entry("wms", "cancel.refused", body.reason))
     return d
+
+
+# The warehouse's milestones in the order they happen. After a consumer
+# restart JetStream may deliver a newer milestone before an unacked older one
+# is redelivered: a newer one moves the order forward past the missed steps, a
+# late one is only recorded.
+MILESTONES = {"wms.fulfilment.allocated": "ALLOCATED", "wms.fulfilment.picked": "PICKED",
+              "wms.fulfilment.packed": "PACKED"}
+IN_WAREHOUSE = ["RELEASED", "BACKORDERED", "ALLOCATED", "PICKED", "PACKED", "SHIPMENT_BOOKED", "SHIPPED"]
+
+
+def _milestone(o: Order, subject: str, body: Message, d: Decision) -> None:
+    target = MILESTONES[subject]
+    step = target.lower()
+    detail = {"ALLOCATED": f"stock allocated in {o.warehouse_id}",
+              "PICKED": "",
+              "PACKED": f"{body.fulfilment_order.package_weight_grams} g"}[target]
+    if o.status not in IN_WAREHOUSE:
+        return  # cancelling or finished: nothing moves
+    if IN_WAREHOUSE.index(o.status) >= IN_WAREHOUSE.index(target):
+        d.entries.append(Entry("wms", step, (detail + " (reported late)").strip()))
+        return
+    d.status = target
+    d.entries.append(Entry("wms", step, detail))
+    if target == "PACKED":
+        d.entries.append(Entry("ordertoship", "shipment.requested", "booking requested from TMS"))
+        d.commands.append(("cmd.tms.shipment.book", tms.BookShipment(
+            order_id=o.order_id, warehouse_id=o.warehouse_id, destination=o.ship_to,
+            weight_grams=body.fulfilment_order.package_weight_grams, service_level=o.service_level,
+            currency_code=o.currency_code)))
 
 
 def cancel(o: Order, reason: str) -> Decision:

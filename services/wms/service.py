@@ -11,14 +11,12 @@ fulfilment order as it is after the change.
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crossdock.common.v1.common_pb2 import Address, SkuQuantity
@@ -29,6 +27,7 @@ from services.mesh import contracts, telemetry
 from services.mesh.bus import PermanentError
 from services.mesh.config import Settings
 from services.mesh.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.mesh.paging import keyset_page
 from services.mesh.store import Tx, insert_ignore, utcnow
 
 from . import domain
@@ -38,8 +37,6 @@ log = structlog.get_logger()
 
 ADDRESS_FIELDS = ("name", "line1", "city", "postal_code", "country_code")
 FINAL = ("SHIPPED", "CANCELLED", "REJECTED")
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 500
 
 
 class NotReady(Exception):
@@ -130,35 +127,13 @@ async def get_availability(conn: AsyncConnection, skus, warehouse_id: str = "") 
     return [position_pb(r) for r in (await conn.execute(query)).all()]
 
 
-def _page_token(warehouse_id: str, sku: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([warehouse_id, sku]).encode()).decode()
-
-
-def _after_token(token: str) -> tuple[str, str]:
-    try:
-        warehouse_id, sku = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if isinstance(warehouse_id, str) and isinstance(sku, str):
-            return warehouse_id, sku
-    except (ValueError, TypeError):
-        pass
-    raise InvalidArgument([("page_token", "not a token this service issued")])
-
-
 async def list_inventory(
     conn: AsyncConnection, page_size: int, page_token: str, warehouse_id: str = ""
 ) -> tuple[list[wms_pb2.InventoryPosition], str]:
     """One page of positions by warehouse and SKU, and the token of the next page ('' at the end)."""
-    if page_size < 0:
-        raise InvalidArgument([("page_size", "must not be negative")])
-    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-    query = select(stock).order_by(stock.c.warehouse_id, stock.c.sku).limit(size + 1)
-    if warehouse_id:
-        query = query.where(stock.c.warehouse_id == warehouse_id)
-    if page_token:
-        query = query.where(tuple_(stock.c.warehouse_id, stock.c.sku) > tuple_(*_after_token(page_token)))
-    rows = (await conn.execute(query)).all()
-    token = _page_token(rows[size - 1].warehouse_id, rows[size - 1].sku) if len(rows) > size else ""
-    return [position_pb(r) for r in rows[:size]], token
+    query = select(stock).where(stock.c.warehouse_id == warehouse_id) if warehouse_id else select(stock)
+    rows, token = await keyset_page(conn, query, [stock.c.warehouse_id, stock.c.sku], page_size, page_token)
+    return [position_pb(r) for r in rows], token
 
 
 async def _warehouse_exists(conn: AsyncConnection, warehouse_id: str) -> bool:

@@ -89,23 +89,3 @@ def test_unknown_empty_or_negative_shipments_are_refused(shipped):
 ])
 def test_sequence_check(last, seq, expected):
     assert domain.check_sequence(last, seq) == expected
-
-
-@pytest.mark.parametrize("key", [["C-1"], ["SKU/ä", "WH 1"], [""]])
-def test_page_token_round_trip(key):
-    token = domain.encode_page_token(key)
-    assert token.isascii() and "=" not in token
-    assert domain.decode_page_token(token, len(key)) == key
-
-
-@pytest.mark.parametrize("token", ["!!!", "bm90IGpzb24", domain.encode_page_token(["a", "b"]),
-                                   domain.encode_page_token([1])])
-def test_bad_page_tokens_are_refused(token):
-    with pytest.raises(ValueError):
-        domain.decode_page_token(token, 1)
-
-
-def test_page_size_defaults_caps_and_refuses_negative():
-    assert (domain.page_size(0), domain.page_size(7), domain.page_size(10_000)) == (50, 7, 500)
-    with pytest.raises(ValueError):
-        domain.page_size(-1)

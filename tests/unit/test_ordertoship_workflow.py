@@ -162,3 +162,23 @@ def test_submission_shape_is_validated_field_by_field():
     fields = [f for f, _ in info.value.violations]
     assert fields == ["customer_id", "lines[0].quantity", "lines[1].sku", "lines[2].sku",
                       "lines[2].quantity", "lines[2].unit_price"]
+
+
+def test_a_newer_milestone_moves_past_missed_ones_and_a_late_one_is_only_recorded():
+    # After a restart, "packed" may be delivered before the unacked "allocated"/"picked".
+    o = order("RELEASED")
+    d = workflow.react(o, "wms.fulfilment.packed", wms.FulfilmentPacked(
+        fulfilment_order=fulfilment(package_weight_grams=900)))
+    assert d.status == "PACKED" and subjects(d) == ["cmd.tms.shipment.book"]
+    o.status = "PACKED"
+    for subject, body in [("wms.fulfilment.allocated", wms.FulfilmentAllocated(fulfilment_order=fulfilment())),
+                          ("wms.fulfilment.picked", wms.FulfilmentPicked(fulfilment_order=fulfilment()))]:
+        late = workflow.react(o, subject, body)
+        assert late.status is None and late.commands == []
+        assert late.entries and "late" in late.entries[0].detail
+
+
+def test_milestones_do_not_move_a_cancelling_order():
+    d = workflow.react(order("CANCELLING"), "wms.fulfilment.packed", wms.FulfilmentPacked(
+        fulfilment_order=fulfilment(package_weight_grams=900)))
+    assert not d.changes_anything
