@@ -25,6 +25,10 @@ STREAMS: dict[str, list[str]] = {
     "CMD_ERP": ["cmd.erp.>"],
     "CMD_WMS": ["cmd.wms.>"],
     "CMD_TMS": ["cmd.tms.>"],
+    # Messages a consumer gave up on: dlq.<consumer>, original headers and
+    # body plus crossdock-dlq-* headers (see bus.py). Bodies are not decoded
+    # by subject here; their ce-type names the type.
+    "DLQ": ["dlq.>"],
 }
 
 SUBJECTS: dict[str, type[Message]] = {
