@@ -22,7 +22,7 @@ from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
 from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
 from crossdock.tms.v1 import tms_pb2_grpc
 from crossdock.wms.v1 import wms_pb2, wms_pb2_grpc
-from services.mesh.config import load_settings
+from services.mesh.config import SERVICES, load_settings
 from services.mesh.errors import status_details
 
 from . import reference_data, workload
@@ -36,7 +36,7 @@ class Stubs:
 
     def __init__(self) -> None:
         s = load_settings()
-        self.channels = {n: grpc.aio.insecure_channel(s.addr(n)) for n in ("erp", "wms", "tms", "ordertoship")}
+        self.channels = {n: grpc.aio.insecure_channel(s.addr(n)) for n in SERVICES}
         self.erp = erp_pb2_grpc.ErpServiceStub(self.channels["erp"])
         self.wms = wms_pb2_grpc.WmsServiceStub(self.channels["wms"])
         self.tms = tms_pb2_grpc.TmsServiceStub(self.channels["tms"])
@@ -235,7 +235,7 @@ def up(
     folder = data_dir or settings.data_dir
     if fresh and folder.exists():
         shutil.rmtree(folder)
-    ports = {n: int(settings.addr(n).rsplit(":", 1)[1]) for n in ("erp", "wms", "tms", "ordertoship")}
+    ports = {n: int(settings.addr(n).rsplit(":", 1)[1]) for n in SERVICES}
     nats_port = int(settings.nats_url.rsplit(":", 1)[1])
     mesh = Mesh(folder, ports=ports, nats_port=nats_port)
     stop = threading.Event()

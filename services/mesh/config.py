@@ -13,7 +13,10 @@ from pathlib import Path
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SERVICES = ("erp", "wms", "tms", "ordertoship")
+# System services start first: the process services look them up at start.
+SYSTEM_SERVICES = ("erp", "wms", "tms")
+PROCESS_SERVICES = ("ordertoship",)
+SERVICES = SYSTEM_SERVICES + PROCESS_SERVICES
 DEFAULT_PORTS = {"erp": 50051, "wms": 50052, "tms": 50053, "ordertoship": 50054}
 
 

@@ -26,8 +26,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .config import SERVICES
 
-SYSTEM_SERVICES = ("erp", "wms", "tms")
-
 
 def nats_server_binary() -> str:
     local = Path(sys.executable).parent / "nats-server"
@@ -217,7 +215,7 @@ class Mesh:
         progress("starting nats-server")
         self.nats.start()
         # System services first: the process service needs their addresses.
-        for name in (*SYSTEM_SERVICES, "ordertoship"):
+        for name in SERVICES:
             progress(f"starting {name}")
             proc = ServiceProcess(name, self.data_dir, {}, port=self.ports.get(name, 0))
             proc.env = self._env(name)
@@ -251,5 +249,3 @@ class Mesh:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-
-assert set(SERVICES) == {*SYSTEM_SERVICES, "ordertoship"}

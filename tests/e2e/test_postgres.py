@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from services.mesh.launcher import SYSTEM_SERVICES
+from services.mesh.config import SERVICES
 from tests.e2e.conftest import Stubs, make_world, start_mesh
 from tests.e2e.test_order_to_ship import check_books, random_orders, submit_all, wait_all
 from tests.helpers import PG_URL, pg_database, pg_drop
@@ -18,7 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres,
 @pytest.fixture(scope="module")
 def pg_mesh(tmp_path_factory):
     run = uuid.uuid4().hex[:8]
-    names = {svc: f"crossdock_{svc}_{run}" for svc in (*SYSTEM_SERVICES, "ordertoship")}
+    names = {svc: f"crossdock_{svc}_{run}" for svc in SERVICES}
     urls = {svc: pg_database(PG_URL, name) for svc, name in names.items()}
     try:
         m = start_mesh(tmp_path_factory, database_urls=urls)
