@@ -17,8 +17,11 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def bootstrap(app: ServiceApp) -> None:
     app.add_servicer(erp_pb2_grpc.add_ErpServiceServicer_to_server, ErpServicer(app.store),
                      "crossdock.erp.v1.ErpService")
-    app.add_consumer("erp-commands", "CMD_ERP", ["cmd.erp.>"], handlers.on_command)
-    app.add_consumer("erp-wms-events", "WMS", ["wms.inventory.adjusted"], handlers.on_wms_event)
+    # Postings into ERP (sales orders, invoices, ledger updates) respect the
+    # ERP's API rate limit (CROSSDOCK_ERP_POSTING_RATE); the rest waits in the stream.
+    app.add_consumer("erp-commands", "CMD_ERP", ["cmd.erp.>"], handlers.on_command, rate_limited=True)
+    app.add_consumer("erp-wms-events", "WMS", ["wms.inventory.adjusted"], handlers.on_wms_event,
+                     rate_limited=True)
 
 
 if __name__ == "__main__":

@@ -18,12 +18,20 @@ from typing import Any
 
 import grpc
 import structlog
+from aiolimiter import AsyncLimiter
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
 from sqlalchemy import MetaData
 
+from crossdock.admin.v1 import admin_pb2_grpc
+
+from . import faults
 from .bus import Bus, Consumer, Handler, OutboxRelay
 from .config import Settings, load_settings
+from .deadletters import DeadLetterServicer
+from .errors import DownstreamUnavailable
 from .grpcutil import SERVER_OPTIONS, ErrorInterceptor, client_channel
 from .log import configure_logging
 from .store import Store
@@ -46,22 +54,62 @@ _FULL_NAMES = {
 }
 
 
+TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class ResilientStub:
+    """A stub whose every call has a deadline and goes through the downstream's
+    circuit breaker: after ``breaker_threshold`` transient failures in a row
+    calls fail fast with DownstreamUnavailable until ``breaker_ttl`` passes."""
+
+    def __init__(self, service: str, stub: Any, breakers: AsyncCircuitBreakerFactory,
+                 timeout: float) -> None:
+        self._service = service
+        self._stub = stub
+        self._breakers = breakers
+        self._timeout = timeout
+
+    def __getattr__(self, method: str):
+        call = getattr(self._stub, method)
+
+        async def invoke(request, timeout: float | None = None, **kw):
+            breaker = await self._breakers.get_breaker(self._service)
+            try:
+                async with breaker:
+                    return await call(request, timeout=timeout or self._timeout, **kw)
+            except OpenedState:
+                raise DownstreamUnavailable(self._service) from None
+
+        return invoke
+
+    async def is_open(self) -> bool:
+        breaker = await self._breakers.get_breaker(self._service)
+        return breaker.context.state == "opened"
+
+
 class Clients:
     """Lazily created stubs to the other services (one channel each)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._stubs: dict[str, Any] = {}
+        self._stubs: dict[str, ResilientStub] = {}
+        self.breakers = AsyncCircuitBreakerFactory(
+            default_threshold=settings.breaker_threshold, default_ttl=settings.breaker_ttl,
+            # Only a downstream that is away counts against its breaker, not
+            # its answers (NOT_FOUND, INVALID_ARGUMENT…).
+            exclude=[(grpc.aio.AioRpcError, lambda e: e.code() not in TRANSIENT)],
+        )
 
-    def stub(self, service: str) -> Any:
+    def stub(self, service: str) -> ResilientStub:
         if service not in self._stubs:
             import importlib
 
             module, cls = _STUBS[service]
             channel = client_channel(self.settings.addr(service), [_FULL_NAMES[service]])
             self._channels[service] = channel
-            self._stubs[service] = getattr(importlib.import_module(module), cls)(channel)
+            raw = getattr(importlib.import_module(module), cls)(channel)
+            self._stubs[service] = ResilientStub(service, raw, self.breakers, self.settings.rpc_timeout)
         return self._stubs[service]
 
     @property
@@ -89,7 +137,13 @@ class ServiceApp:
         self.store = Store(name, settings.store_url(name), metadata)
         self.bus = Bus(name, settings.nats_url, replicas=settings.stream_replicas)
         self.clients = Clients(settings)
-        self.server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+        interceptors = [ErrorInterceptor()]
+        if faults.enabled():
+            interceptors.append(faults.FaultInterceptor())
+        self.server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+        # Shared by the consumers that post into a rate-limited system (ERP).
+        self.posting_limiter = (AsyncLimiter(settings.erp_posting_rate, 1)
+                                if settings.erp_posting_rate else None)
         self.health = health.aio.HealthServicer()
         self.relay = OutboxRelay(self.store, self.bus, poll_interval=settings.outbox_poll_interval)
         self.consumers: list[Consumer] = []
@@ -104,12 +158,16 @@ class ServiceApp:
         add_to_server(servicer, self.server)
         self._service_names.append(full_name)
 
-    def add_consumer(self, durable: str, stream: str, subjects: list[str], handler: Handler) -> None:
+    def add_consumer(self, durable: str, stream: str, subjects: list[str], handler: Handler,
+                     *, rate_limited: bool = False) -> None:
+        """A durable consumer; ``rate_limited`` handlers share ``posting_limiter``."""
+        s = self.settings
         self.consumers.append(
             Consumer(
                 store=self.store, bus=self.bus, durable=durable, stream=stream,
-                subjects=subjects, handler=handler,
-                max_deliver=self.settings.max_deliver, ack_wait=self.settings.ack_wait,
+                subjects=subjects, handler=handler, max_deliver=s.max_deliver, ack_wait=s.ack_wait,
+                backoff=(s.retry_backoff, s.retry_backoff_max),
+                limiter=self.posting_limiter if rate_limited else None,
             )
         )
 
@@ -125,13 +183,15 @@ class ServiceApp:
         await self.bus.connect()
         await self.bus.ensure_streams()
 
+        self.add_servicer(admin_pb2_grpc.add_DeadLetterServiceServicer_to_server,
+                          DeadLetterServicer(self.bus), "crossdock.admin.v1.DeadLetterService")
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         names = [*self._service_names, reflection.SERVICE_NAME, health.SERVICE_NAME]
         reflection.enable_server_reflection(names, self.server)
         for name in ["", *self._service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         port = self.server.add_insecure_port(f"{s.grpc_host}:{s.port_for(self.name)}")
-        (s.resolved_data_dir / f"{self.name}.port").write_text(str(port))
+        (s.resolved_data_dir / f"{self.name}{s.instance}.port").write_text(str(port))
         await self.server.start()
 
         tasks = [asyncio.create_task(self.relay.run(), name="outbox-relay")]

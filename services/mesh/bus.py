@@ -6,14 +6,21 @@
   inbox drops one outside it) and deletes them once the broker acked.
 - ``Consumer`` fetches from a durable pull consumer and runs each message's
   handler inside a store transaction that also records the message id.
-  Success -> ack; a retryable error -> nak with back-off; a permanent one
-  (undecodable body, invalid command) -> term.
+  Success -> ack; a retryable error -> nak with jittered exponential
+  back-off; a permanent one (undecodable body, invalid command), or a
+  retryable one on the last attempt -> the dead-letter stream, then term.
+- A message whose last attempt timed out (the process died or hung past the
+  ack wait) is reported by JetStream's MAX_DELIVERIES advisory: it goes to
+  the dead-letter stream too.
+- After a reconnect every consumer re-binds its pull subscription (a pull
+  subscription can stop receiving after a server restart: nats.py issue 504).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,6 +29,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import structlog
+from aiolimiter import AsyncLimiter
 from google.protobuf.message import DecodeError, Message
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
@@ -36,8 +44,8 @@ from nats.js.api import (
 from opentelemetry.trace import SpanKind
 from sqlalchemy import delete, select
 
-from . import contracts, telemetry
-from .store import Store, Tx
+from . import contracts, faults, telemetry
+from .store import Store, Tx, utcnow
 
 log = structlog.get_logger()
 
@@ -109,10 +117,12 @@ def decode(msg: Msg) -> Envelope:
 class Bus:
     def __init__(self, service: str, url: str, *, replicas: int = 1) -> None:
         self.service = service
-        self.url = url
+        self.servers = [u.strip() for u in url.split(",") if u.strip()]
         self.replicas = replicas
         self.nc: NATS | None = None
         self.js: JetStreamContext | None = None
+        # Bumped on every reconnect: consumers re-bind their subscriptions.
+        self.generation = 0
 
     async def connect(self) -> None:
         async def on_error(exc: Exception) -> None:
@@ -122,10 +132,11 @@ class Bus:
             log.warning("nats.disconnected")
 
         async def on_reconnect() -> None:
-            log.info("nats.reconnected")
+            self.generation += 1
+            log.info("nats.reconnected", url=str(self.nc.connected_url.netloc if self.nc else ""))
 
         self.nc = await nats.connect(
-            self.url,
+            servers=self.servers,
             name=f"crossdock-{self.service}",
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
@@ -195,17 +206,32 @@ class OutboxRelay:
                 pass
 
     async def relay_once(self) -> int:
+        """Publish one batch of the oldest outbox rows; returns how many."""
         outbox = self.store.outbox
+        query = (select(outbox.c.id, outbox.c.subject, outbox.c.headers, outbox.c.payload)
+                 .order_by(outbox.c.id).limit(self.batch))
+        if self.store.dialect == "postgresql":
+            # Replicas share the outbox: each row is relayed by the one that
+            # locked it. Rows committed out of id order are simply picked up
+            # by a later sweep (nothing is skipped: published rows are deleted).
+            async with self.store.transaction() as tx:
+                rows = (await tx.conn.execute(query.with_for_update(skip_locked=True))).all()
+                await self._publish(rows)
+                await tx.conn.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
+            return len(rows)
+        # SQLite: never hold the write lock across network I/O. Two replicas may
+        # publish the same row; the broker drops the copy (same Nats-Msg-Id).
         async with self.store.read() as conn:
-            rows = (
-                await conn.execute(
-                    select(outbox.c.id, outbox.c.subject, outbox.c.headers, outbox.c.payload)
-                    .order_by(outbox.c.id)
-                    .limit(self.batch)
-                )
-            ).all()
+            rows = (await conn.execute(query)).all()
+        await self._publish(rows)
+        if rows:
+            async with self.store.transaction() as tx:
+                await tx.conn.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
+        return len(rows)
+
+    async def _publish(self, rows) -> None:
         if not rows:
-            return 0
+            return
         js = self.bus.js
         assert js is not None
         futures = [
@@ -213,17 +239,27 @@ class OutboxRelay:
             for row in rows
         ]
         await asyncio.wait_for(asyncio.gather(*futures), timeout=10)
-        async with self.store.transaction() as tx:
-            await tx.conn.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
-        return len(rows)
+        faults.crash_point("after_publish_before_delete")
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
 
 
-def backoff_delay(attempt: int) -> float:
-    return min(0.5 * 2 ** max(attempt - 1, 0), 30.0)
+DLQ_PREFIX = "dlq."
+
+
+def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Exponential back-off with jitter: base·2^(attempt−1), capped, times 0.5–1."""
+    return min(base * 2 ** max(attempt - 1, 0), cap) * random.uniform(0.5, 1.0)
+
+
+@dataclass
+class ConsumerStats:
+    handled: int = 0
+    duplicates: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
 
 
 class Consumer:
@@ -240,6 +276,8 @@ class Consumer:
         handler: Handler,
         max_deliver: int,
         ack_wait: float,
+        backoff: tuple[float, float] = (0.5, 30.0),
+        limiter: AsyncLimiter | None = None,
         batch: int = 64,
     ) -> None:
         self.store = store
@@ -250,9 +288,11 @@ class Consumer:
         self.handler = handler
         self.max_deliver = max_deliver
         self.ack_wait = ack_wait
+        self.backoff = backoff
+        self.limiter = limiter
         self.batch = batch
         self._stopping = False
-        self.handled = 0
+        self.stats = ConsumerStats()
 
     async def subscribe(self) -> JetStreamContext.PullSubscription:
         js = self.bus.js
@@ -271,33 +311,36 @@ class Consumer:
         return await js.pull_subscribe_bind(self.durable, self.stream)
 
     async def run(self) -> None:
-        sub = await self.subscribe()
+        sub, generation = None, -1
+        advisory = await self._watch_max_deliveries()
         while not self._stopping:
             try:
+                if sub is None or generation != self.bus.generation:
+                    generation = self.bus.generation
+                    sub = await self.subscribe()
                 msgs = await sub.fetch(self.batch, timeout=1.0)
             except nats.errors.TimeoutError:
                 continue
-            except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
-                await asyncio.sleep(0.5)
-                continue
-            except Exception as exc:  # noqa: BLE001 - keep consuming
-                log.warning("consumer.fetch_failed", consumer=self.durable, error=str(exc))
+            except Exception as exc:  # noqa: BLE001 - broker away: re-bind and keep consuming
+                log.warning("consumer.fetch_failed", consumer=self.durable, error=repr(exc))
+                sub = None
                 await asyncio.sleep(0.5)
                 continue
             for msg in msgs:
                 # Finish the messages in hand even when asked to stop.
                 await self.process(msg)
-        try:
-            await sub.unsubscribe()
-        except Exception:  # noqa: BLE001 - closing anyway
-            pass
+        for s in (sub, advisory):
+            if s is not None:
+                try:
+                    await s.unsubscribe()
+                except Exception:  # noqa: BLE001 - closing anyway
+                    pass
 
     async def process(self, msg: Msg) -> None:
         try:
             env = decode(msg)
         except PermanentError as exc:
-            log.error("message.rejected", consumer=self.durable, subject=msg.subject, reason=str(exc))
-            await msg.term()
+            await self.dead_letter(msg, str(exc), permanent=True)
             return
         ctx = telemetry.extract(msg.headers or {})
         with telemetry.tracer().start_as_current_span(
@@ -308,23 +351,82 @@ class Consumer:
                         "messaging.message.id": env.id, "messaging.consumer.group.name": self.durable},
         ):
             try:
+                if self.limiter:
+                    await self.limiter.acquire()
+                await faults.slow_or_failing(self.durable)
                 async with self.store.transaction() as tx:
-                    if await tx.claim(self.durable, env.id):
+                    claimed = await tx.claim(self.durable, env.id)
+                    if claimed:
                         await self.handler(env, tx)
+                faults.crash_point("after_effect_before_ack")
                 await msg.ack()
-                self.handled += 1
+                if claimed:
+                    self.stats.handled += 1
+                else:
+                    self.stats.duplicates += 1
+                    log.info("message.duplicate", consumer=self.durable, subject=msg.subject, id=env.id)
             except PermanentError as exc:
-                log.error("message.failed_permanently", consumer=self.durable,
-                          subject=msg.subject, id=env.id, reason=str(exc))
-                await msg.term()
+                await self.dead_letter(msg, str(exc), permanent=True, attempts=env.attempt)
             except Exception as exc:  # noqa: BLE001 - retry with back-off
-                delay = backoff_delay(env.attempt)
+                if env.attempt >= self.max_deliver:
+                    await self.dead_letter(msg, repr(exc), permanent=False, attempts=env.attempt)
+                    return
+                self.stats.retries += 1
+                delay = backoff_delay(env.attempt, *self.backoff)
                 log.warning("message.retry", consumer=self.durable, subject=msg.subject,
-                            id=env.id, attempt=env.attempt, delay=delay, error=repr(exc))
+                            id=env.id, attempt=env.attempt, delay=round(delay, 2), error=repr(exc))
                 try:
                     await msg.nak(delay=delay)
                 except Exception:  # noqa: BLE001 - the ack wait will redeliver it
                     pass
+
+    async def dead_letter(self, msg: Msg, reason: str, *, permanent: bool, attempts: int = 1,
+                          subject: str | None = None, headers: dict | None = None,
+                          data: bytes | None = None, stream_seq: int | None = None) -> None:
+        """Park a message on dlq.<consumer> with why, then stop its delivery."""
+        original = dict(headers if headers is not None else (msg.headers or {}))
+        subject = subject or msg.subject
+        if stream_seq is None and msg is not None and msg.reply:
+            stream_seq = msg.metadata.sequence.stream
+        ce_id = original.get("ce-id") or original.get("Nats-Msg-Id") or f"seq-{stream_seq}"
+        dlq_headers = {
+            **original,
+            "Nats-Msg-Id": f"dlq:{self.durable}:{ce_id}",
+            "crossdock-dlq-subject": subject,
+            "crossdock-dlq-stream": self.stream,
+            "crossdock-dlq-stream-seq": str(stream_seq or ""),
+            "crossdock-dlq-consumer": self.durable,
+            "crossdock-dlq-reason": reason[:2000],
+            "crossdock-dlq-permanent": "true" if permanent else "false",
+            "crossdock-dlq-attempts": str(attempts),
+            "crossdock-dlq-time": utcnow().isoformat(),
+        }
+        assert self.bus.js is not None
+        await self.bus.js.publish(f"{DLQ_PREFIX}{self.durable}", data if data is not None else msg.data,
+                                  headers=dlq_headers)
+        self.stats.dead_lettered += 1
+        log.error("message.dead_lettered", consumer=self.durable, subject=subject, id=ce_id,
+                  permanent=permanent, attempts=attempts, reason=reason[:500])
+        if msg is not None and msg.reply:
+            await msg.term()
+
+    async def _watch_max_deliveries(self):
+        """Dead-letter what JetStream gave up on after a timed-out last attempt."""
+        assert self.bus.nc is not None and self.bus.js is not None
+        subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.durable}"
+
+        async def on_advisory(adv: Msg) -> None:
+            try:
+                info = json.loads(adv.data)
+                raw = await self.bus.js.get_msg(self.stream, info["stream_seq"])
+                await self.dead_letter(
+                    None, f"no ack within {self.ack_wait}s on the last of {info['deliveries']} attempts",
+                    permanent=False, attempts=int(info["deliveries"]), subject=raw.subject,
+                    headers=dict(raw.headers or {}), data=raw.data or b"", stream_seq=info["stream_seq"])
+            except Exception as exc:  # noqa: BLE001 - an advisory is best effort
+                log.warning("advisory.failed", consumer=self.durable, error=repr(exc))
+
+        return await self.bus.nc.subscribe(subject, cb=on_advisory)
 
     def stop(self) -> None:
         self._stopping = True

@@ -48,9 +48,21 @@ class Settings(BaseSettings):
     log_format: str = "json"
     # Seconds between outbox sweeps (the relay is also woken on each commit).
     outbox_poll_interval: float = Field(default=0.5, gt=0)
-    # Delivery attempts of a message before it is given up on.
+    # Delivery attempts of a message before it goes to the dead-letter
+    # stream; redeliveries back off exponentially from retry_backoff seconds
+    # up to retry_backoff_max.
     max_deliver: int = Field(default=10, ge=1)
+    retry_backoff: float = Field(default=0.5, gt=0)
+    retry_backoff_max: float = Field(default=30.0, gt=0)
     ack_wait: float = Field(default=30.0, gt=0)
+    # Circuit breaker per downstream service: open after this many failed
+    # calls in a row (UNAVAILABLE / DEADLINE_EXCEEDED), try again after ttl.
+    breaker_threshold: int = Field(default=5, ge=1)
+    breaker_ttl: float = Field(default=10.0, gt=0)
+    # Postings into ERP per second (a cloud ERP's API limit); 0 = unlimited.
+    erp_posting_rate: float = Field(default=0, ge=0)
+    # Replica number when several instances of a service run (port file name).
+    instance: str = ""
 
     # ---- WMS autopilot (moves fulfilment on by itself) ----
     wms_autopilot: bool = True
@@ -62,7 +74,12 @@ class Settings(BaseSettings):
     default_shortage_policy: str = Field(default="BACKORDER", pattern="^(BACKORDER|CANCEL)$")
 
     def addr(self, service: str) -> str:
+        """host:port, or several comma-separated (replicas: calls are spread round robin)."""
         return getattr(self, f"{service}_addr")
+
+    @property
+    def nats_servers(self) -> list[str]:
+        return [u.strip() for u in self.nats_url.split(",") if u.strip()]
 
     def port_for(self, service: str) -> int:
         return self.grpc_port if self.grpc_port is not None else DEFAULT_PORTS[service]

@@ -95,6 +95,17 @@ class AlreadyExists(DomainError):
     reason = "ALREADY_EXISTS"
 
 
+class DownstreamUnavailable(DomainError):
+    """A system this call depends on is down (its circuit breaker is open)."""
+
+    code = code_pb2.UNAVAILABLE
+    reason = "DOWNSTREAM_UNAVAILABLE"
+
+    def __init__(self, service: str) -> None:
+        self.service = service
+        super().__init__(f"{service} is unavailable; try again shortly")
+
+
 def status_details(err: grpc.aio.AioRpcError | grpc.RpcError) -> status_pb2.Status | None:
     """The google.rpc.Status a server attached to an error, if any (client side)."""
     return rpc_status.from_call(err)  # type: ignore[arg-type]

@@ -42,14 +42,16 @@ def _retry_service_config(services: list[str]) -> str:
 
 
 def client_channel(addr: str, services: list[str]) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
-        addr,
-        options=[
-            ("grpc.enable_retries", 1),
-            ("grpc.service_config", _retry_service_config(services)),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
+    """A channel to one address, or to several replicas ("h:p,h:p") round robin."""
+    options = [
+        ("grpc.enable_retries", 1),
+        ("grpc.service_config", _retry_service_config(services)),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
+    if "," in addr:
+        addr = "ipv4:" + addr
+        options.append(("grpc.lb_policy_name", "round_robin"))
+    return grpc.aio.insecure_channel(addr, options=options)
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):

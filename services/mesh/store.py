@@ -39,7 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
-from . import contracts, telemetry
+from . import contracts, faults, telemetry
 
 # An autoincrementing 64-bit key on PostgreSQL, INTEGER PRIMARY KEY on SQLite.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -100,6 +100,15 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
+
+
+def _sqlite_manual_transactions(dbapi_conn, _record) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite recipe).
+    dbapi_conn.isolation_level = None
+
+
+def _sqlite_begin_immediate(conn) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def migrate(url: str, migrations_dir: Path) -> None:
@@ -221,14 +230,23 @@ class Store:
         self._on_commit: list[Callable[[], None]] = []
         u = make_url(async_url(url))
         if u.drivername.startswith("sqlite"):
-            # One connection: transactions of this process queue for it
-            # instead of failing with "database is locked".
+            # Writes: one connection per process, and BEGIN IMMEDIATE so that
+            # writers in several processes (replicas) queue on the database
+            # lock (busy_timeout) instead of failing on a lock upgrade.
+            # Reads: their own small pool, never blocking or blocked by writes (WAL).
             self.engine: AsyncEngine = create_async_engine(
                 u, pool_size=1, max_overflow=0, pool_timeout=60
             )
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine.sync_engine, "connect", _sqlite_manual_transactions)
+            event.listen(self.engine.sync_engine, "begin", _sqlite_begin_immediate)
+            self.read_engine: AsyncEngine = create_async_engine(
+                u, pool_size=4, max_overflow=0, pool_timeout=60
+            )
+            event.listen(self.read_engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_async_engine(u, pool_size=10, max_overflow=10, pool_pre_ping=True)
+            self.read_engine = self.engine
 
     @property
     def dialect(self) -> str:
@@ -244,12 +262,13 @@ class Store:
             tx = Tx(self, conn)
             yield tx
         if tx.emitted:
+            faults.crash_point("after_commit_before_publish")
             for callback in self._on_commit:
                 callback()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.engine.connect() as conn:
+        async with self.read_engine.connect() as conn:
             yield conn
 
     async def migrate(self, migrations_dir: Path) -> None:
@@ -257,3 +276,5 @@ class Store:
 
     async def close(self) -> None:
         await self.engine.dispose()
+        if self.read_engine is not self.engine:
+            await self.read_engine.dispose()

@@ -1,0 +1,272 @@
+"""The shared runtime under failure, against a real nats-server and real
+stores: retries and dead letters, replay, dedupe inside and outside the
+broker's window, an ack after the ack wait, a broker restart, and the outbox
+relay on PostgreSQL with rows committed out of id order."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+
+import nats
+import pytest
+from sqlalchemy import insert
+
+from crossdock.tms.v1 import messages_pb2 as tms_msgs
+from services.mesh.bus import Bus, Consumer, OutboxRelay
+from services.mesh.deadletters import DeadLetters
+from services.mesh.store import Store
+from services.tms.__main__ import MIGRATIONS
+from services.tms.store import metadata
+from tests.helpers import PG_URL, eventually, pg_database, pg_drop, publish
+
+SUBJECT = "tms.shipment.booking_failed"
+
+
+def failed(order_id: str) -> tms_msgs.ShipmentBookingFailed:
+    return tms_msgs.ShipmentBookingFailed(order_id=order_id, reason_code="TEST")
+
+
+@pytest.fixture
+async def store(tmp_path):
+    s = Store("tms", f"sqlite:///{tmp_path}/tms.db", metadata)
+    await s.migrate(MIGRATIONS)
+    yield s
+    await s.close()
+
+
+@pytest.fixture
+async def bus(nats_server):
+    b = Bus("test", nats_server.url)
+    await b.connect()
+    await b.ensure_streams()
+    yield b
+    await b.close()
+
+
+class Recorder:
+    """A handler that applies each order id once (effects counted) and fails on demand."""
+
+    def __init__(self) -> None:
+        self.calls: Counter = Counter()
+        self.effects: Counter = Counter()
+        self.poison: set[str] = set()
+        self.slow: dict[str, float] = {}
+
+    async def __call__(self, env, tx) -> None:
+        oid = env.body.order_id
+        self.calls[oid] += 1
+        if oid in self.slow:
+            await asyncio.sleep(self.slow.pop(oid))
+        if oid in self.poison:
+            raise RuntimeError(f"cannot handle {oid} yet")
+        self.effects[oid] += 1
+
+
+def consumer(store, bus, handler, *, max_deliver=3, ack_wait=5.0, durable=None) -> Consumer:
+    return Consumer(store=store, bus=bus, durable=durable or f"test-{uuid.uuid4().hex[:8]}", stream="TMS",
+                    subjects=[SUBJECT], handler=handler, max_deliver=max_deliver, ack_wait=ack_wait,
+                    backoff=(0.05, 0.2))
+
+
+async def running(c: Consumer):
+    task = asyncio.create_task(c.run())
+    return task
+
+
+async def stop(c: Consumer, task) -> None:
+    c.stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def test_poison_message_is_tried_max_deliver_times_then_dead_lettered_while_others_flow(store, bus, nc):
+    rec = Recorder()
+    rec.poison.add("POISON")
+    c = consumer(store, bus, rec, max_deliver=4)
+    task = await running(c)
+    await publish(nc, SUBJECT, failed("POISON"))
+    for i in range(20):
+        await publish(nc, SUBJECT, failed(f"OK{i}"))
+    await eventually(lambda: all(rec.effects[f"OK{i}"] == 1 for i in range(20)), what="good messages")
+    dlq = DeadLetters(bus)
+    letters = await eventually(lambda: _letters(dlq, c.durable), what="poison dead-lettered")
+    await stop(c, task)
+    assert rec.calls["POISON"] == 4 and rec.effects["POISON"] == 0
+    (raw,) = letters
+    h = raw.headers
+    assert h["crossdock-dlq-consumer"] == c.durable and h["crossdock-dlq-subject"] == SUBJECT
+    assert h["crossdock-dlq-attempts"] == "4" and h["crossdock-dlq-permanent"] == "false"
+    assert "cannot handle POISON" in h["crossdock-dlq-reason"]
+    assert h["ce-type"] == "crossdock.tms.v1.ShipmentBookingFailed"
+    body = tms_msgs.ShipmentBookingFailed()
+    body.ParseFromString(raw.data)
+    assert body.order_id == "POISON"
+
+
+async def _letters(dlq: DeadLetters, durable: str):
+    raws, _, _ = await dlq.list(consumer=durable)
+    return raws
+
+
+async def test_undecodable_body_is_dead_lettered_at_once_as_permanent(store, bus, nc):
+    rec = Recorder()
+    c = consumer(store, bus, rec)
+    task = await running(c)
+    js = nc.jetstream()
+    await js.publish(SUBJECT, b"\xff\xfe not protobuf", headers={
+        "ce-id": "bad-1", "ce-type": "crossdock.tms.v1.ShipmentBookingFailed", "Nats-Msg-Id": "bad-1"})
+    await js.publish(SUBJECT, failed("X").SerializeToString(), headers={
+        "ce-id": "bad-2", "ce-type": "crossdock.wms.v1.Nonsense", "Nats-Msg-Id": "bad-2"})
+    letters = await eventually(lambda: _n_letters(DeadLetters(bus), c.durable, 2), what="2 dead letters")
+    await stop(c, task)
+    assert {raw.headers["crossdock-dlq-permanent"] for raw in letters} == {"true"}
+    reasons = " ".join(raw.headers["crossdock-dlq-reason"] for raw in letters)
+    assert "undecodable" in reasons and "does not match" in reasons
+    assert sum(rec.calls.values()) == 0
+
+
+async def _n_letters(dlq, durable, n):
+    raws = await _letters(dlq, durable)
+    return raws if len(raws) >= n else None
+
+
+async def test_replay_after_the_fix_applies_once_and_a_second_replay_is_absorbed(store, bus, nc):
+    rec = Recorder()
+    rec.poison.add("LATE")
+    c = consumer(store, bus, rec, max_deliver=2)
+    task = await running(c)
+    await publish(nc, SUBJECT, failed("LATE"))
+    dlq = DeadLetters(bus)
+    (raw,) = await eventually(lambda: _letters(dlq, c.durable), what="dead letter")
+    rec.poison.clear()  # the cause is fixed
+    # A second copy, as if the same message had been dead-lettered twice
+    # (the dead-letter stream itself dedupes on the event id, so force it in).
+    await nc.jetstream().publish(raw.subject, raw.data,
+                                 headers={**raw.headers, "Nats-Msg-Id": "second-copy"})
+    first, second = await eventually(lambda: _n_letters(dlq, c.durable, 2), what="two copies")
+    await dlq.replay(str(first.seq))
+    await eventually(lambda: rec.effects["LATE"] == 1, what="replayed message applied")
+    await dlq.replay(str(second.seq))
+    await eventually(lambda: c.stats.duplicates >= 1, what="second replay seen")
+    await stop(c, task)
+    assert rec.effects["LATE"] == 1
+    assert await _letters(dlq, c.durable) == []
+
+
+async def test_same_event_twice_inside_and_outside_the_dedupe_window_has_one_effect(store, bus, nc):
+    rec = Recorder()
+    c = consumer(store, bus, rec)
+    task = await running(c)
+    js = nc.jetstream()
+    before = (await js.stream_info("TMS")).state.messages
+    await publish(nc, SUBJECT, failed("DUP"), event_id="evt-dup")
+    await publish(nc, SUBJECT, failed("DUP"), event_id="evt-dup")  # inside the window: dropped by the broker
+    assert (await js.stream_info("TMS")).state.messages == before + 1
+    # Outside the window (or a relay outage longer than it): a new Nats-Msg-Id,
+    # the same ce-id. The broker keeps it; the consumer's inbox absorbs it.
+    headers = {"ce-id": "evt-dup", "ce-type": "crossdock.tms.v1.ShipmentBookingFailed",
+               "Nats-Msg-Id": "evt-dup-after-window"}
+    await js.publish(SUBJECT, failed("DUP").SerializeToString(), headers=headers)
+    await eventually(lambda: c.stats.duplicates == 1, what="duplicate absorbed")
+    await stop(c, task)
+    assert rec.effects["DUP"] == 1
+
+
+async def test_an_ack_after_the_ack_wait_still_has_one_effect(store, bus, nc):
+    rec = Recorder()
+    rec.slow["SLOW"] = 2.5  # longer than the ack wait: redelivered to the other replica meanwhile
+    durable = f"test-{uuid.uuid4().hex[:8]}"
+    a = consumer(store, bus, rec, ack_wait=1.0, durable=durable)
+    b = consumer(store, bus, rec, ack_wait=1.0, durable=durable)
+    tasks = [await running(a), await running(b)]
+    await publish(nc, SUBJECT, failed("SLOW"))
+    await eventually(lambda: a.stats.duplicates + b.stats.duplicates >= 1, timeout=20,
+                     what="the redelivery absorbed")
+    for c, t in zip((a, b), tasks, strict=True):
+        await stop(c, t)
+    assert rec.effects["SLOW"] == 1
+
+
+async def test_max_deliveries_advisory_dead_letters_a_message_whose_last_attempt_timed_out(store, bus, nc):
+    c = consumer(store, bus, Recorder(), max_deliver=2, ack_wait=1.0)
+    await c.subscribe()
+    watcher = await c._watch_max_deliveries()
+    await publish(nc, SUBJECT, failed("HUNG"))
+    # A process that takes the message and dies, twice (raw subscription, never acks).
+    js = nc.jetstream()
+    raw_sub = await js.pull_subscribe_bind(c.durable, "TMS")
+    for _ in range(2):
+        await eventually(lambda: _fetch_one(raw_sub), timeout=10, what="a delivery")
+    async def dead_lettered():
+        await _fetch_one(raw_sub)  # the server decides "max deliveries" on its next delivery attempt
+        return await _letters(DeadLetters(bus), c.durable)
+
+    (raw,) = await eventually(dead_lettered, timeout=15, what="advisory")
+    await watcher.unsubscribe()
+    assert raw.headers["crossdock-dlq-attempts"] == "2"
+    assert "no ack" in raw.headers["crossdock-dlq-reason"]
+
+
+async def _fetch_one(sub):
+    try:
+        return await sub.fetch(1, timeout=0.5)
+    except nats.errors.TimeoutError:
+        return None
+
+
+async def test_consumers_and_relay_survive_a_broker_restart(store, nats_server, nc):
+    bus = Bus("test", nats_server.url)
+    await bus.connect()
+    await bus.ensure_streams()
+    rec = Recorder()
+    c = consumer(store, bus, rec)
+    relay = OutboxRelay(store, bus, poll_interval=0.1)
+    tasks = [await running(c), asyncio.create_task(relay.run())]
+    async with store.transaction() as tx:
+        await tx.emit(SUBJECT, failed("BEFORE"))
+    await eventually(lambda: rec.effects["BEFORE"] == 1, what="before restart")
+    nats_server.stop()
+    async with store.transaction() as tx:  # committed while the broker is down
+        await tx.emit(SUBJECT, failed("DURING"))
+    nats_server.start()
+    async with store.transaction() as tx:
+        await tx.emit(SUBJECT, failed("AFTER"))
+    await eventually(lambda: rec.effects["DURING"] == 1 and rec.effects["AFTER"] == 1, timeout=30,
+                     what="messages after the restart")
+    relay.stop()
+    await stop(c, tasks[0])
+    await asyncio.wait_for(tasks[1], 10)
+    await bus.close()
+    assert rec.effects == Counter({"BEFORE": 1, "DURING": 1, "AFTER": 1})
+
+
+@pytest.mark.skipif(not PG_URL, reason="CROSSDOCK_TEST_PG_URL not set (.ci/run sets it)")
+async def test_relay_on_postgresql_publishes_rows_committed_out_of_id_order(bus, nc):
+    name = f"crossdock_test_{uuid.uuid4().hex[:10]}"
+    store = Store("tms", pg_database(PG_URL, name), metadata)
+    try:
+        await store.migrate(MIGRATIONS)
+        relay = OutboxRelay(store, bus, poll_interval=0.1)
+        before = (await nc.jetstream().stream_info("TMS")).state.messages
+        slow = await store.engine.connect()
+        slow_tx = await slow.begin()
+        await slow.execute(insert(store.outbox).values(  # takes the lower id, commits last
+            event_id="slow-1", subject=SUBJECT, headers='{"Nats-Msg-Id": "slow-1"}',
+            payload=failed("SLOW").SerializeToString(), created_at=_now()))
+        async with store.transaction() as tx:
+            await tx.emit(SUBJECT, failed("FAST"), event_id="fast-1")
+        assert await relay.relay_once() == 1
+        await slow_tx.commit()
+        await slow.close()
+        assert await relay.relay_once() == 1
+        assert (await nc.jetstream().stream_info("TMS")).state.messages == before + 2
+    finally:
+        await store.close()
+        pg_drop(PG_URL, name)
+
+
+def _now():
+    from services.mesh.store import utcnow
+
+    return utcnow()
