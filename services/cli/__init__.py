@@ -265,5 +265,10 @@ def up(
         console.print("mesh stopped")
 
 
+from . import dlq  # noqa: E402
+
+app.add_typer(dlq.app, name="dlq")
+
+
 def main() -> None:
     app()

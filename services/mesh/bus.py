@@ -391,7 +391,10 @@ class Consumer:
         ce_id = original.get("ce-id") or original.get("Nats-Msg-Id") or f"seq-{stream_seq}"
         dlq_headers = {
             **original,
-            "Nats-Msg-Id": f"dlq:{self.durable}:{ce_id}",
+            # One dead letter per stored message: the same message given up on
+            # twice (handler and advisory) is deduped, a replayed one (a new
+            # stream sequence) that fails again is parked again.
+            "Nats-Msg-Id": f"dlq:{self.durable}:{self.stream}:{stream_seq or ce_id}",
             "crossdock-dlq-subject": subject,
             "crossdock-dlq-stream": self.stream,
             "crossdock-dlq-stream-seq": str(stream_seq or ""),

@@ -21,6 +21,8 @@ def bootstrap(app: ServiceApp) -> None:
     app.add_consumer("ordertoship-erp", "ERP", ["erp.salesorder.>", "erp.invoice.posted"],
                      handlers.on_system_event)
     app.add_consumer("ordertoship-wms", "WMS", ["wms.fulfilment.>"], handlers.on_system_event)
+    app.add_consumer("ordertoship-master-data", "ERP", ["erp.customer.upserted", "erp.item.upserted"],
+                     handlers.on_master_data)
     app.add_consumer("ordertoship-tms", "TMS", ["tms.shipment.booked", "tms.shipment.booking_failed"],
                      handlers.on_system_event)
 

@@ -27,7 +27,6 @@ class OrderToShipServicer(order_to_ship_pb2_grpc.OrderToShipServiceServicer):
             order = await service.submit_order(
                 self.store, self.clients, request,
                 default_policy=self.settings.default_shortage_policy,
-                timeout=self.settings.rpc_timeout,
             )
         return pb.SubmitOrderResponse(order=order)
 

@@ -15,3 +15,10 @@ log = structlog.get_logger()
 async def on_system_event(env: Envelope, tx: Tx) -> None:
     if not await service.advance(tx, env.subject, env.body):
         log.info("event.for_unknown_order", subject=env.subject, id=env.id, key=env.key)
+
+
+async def on_master_data(env: Envelope, tx: Tx) -> None:
+    if env.subject == "erp.customer.upserted":
+        await service.replicate_customer(tx, env.body.customer)
+    elif env.subject == "erp.item.upserted":
+        await service.replicate_item(tx, env.body.item)

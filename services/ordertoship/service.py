@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import grpc
 from google.protobuf.message import Message
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -23,13 +23,18 @@ from crossdock.ordertoship.v1 import messages_pb2 as events
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
 from crossdock.wms.v1 import wms_pb2
 from services.mesh import telemetry
-from services.mesh.app import Clients
-from services.mesh.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.mesh.app import TRANSIENT, Clients
+from services.mesh.errors import (
+    DownstreamUnavailable,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from services.mesh.paging import keyset_page
 from services.mesh.store import Store, Tx, utcnow
 
 from . import workflow
-from .store import order_lines, orders, timeline
+from .store import customers, items, order_lines, orders, timeline
 
 MAX_LINES = 200
 MAX_QUANTITY = 1_000_000
@@ -168,25 +173,53 @@ class Priced:
     lines: list[workflow.Line]
     ship_to: Address
     warehouse_id: str
+    # Timeline entries about the submission itself (what is waiting, and why).
+    notes: list[workflow.Entry]
 
 
-async def _price_and_place(clients: Clients, req: pb.SubmitOrderRequest, timeout: float) -> Priced:
-    """Validate the customer and items against ERP, choose the warehouse from WMS."""
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, DownstreamUnavailable) or (
+        isinstance(exc, grpc.aio.AioRpcError) and exc.code() in TRANSIENT)
+
+
+async def _customer(store: Store, clients: Clients, customer_id: str) -> erp_pb2.Customer:
+    """From the master-data replica; from ERP when the replica has not seen it yet."""
+    async with store.read() as conn:
+        row = (await conn.execute(select(customers).where(customers.c.customer_id == customer_id))).first()
+    if row is not None:
+        return erp_pb2.Customer(
+            customer_id=row.customer_id, currency_code=row.currency_code, blocked=row.blocked,
+            ship_to=Address(name=row.ship_to_name, line1=row.ship_to_line1, city=row.ship_to_city,
+                            postal_code=row.ship_to_postal_code, country_code=row.ship_to_country_code))
     try:
-        customer = (await clients.erp.GetCustomer(
-            erp_pb2.GetCustomerRequest(customer_id=req.customer_id), timeout=timeout)).customer
+        return (await clients.erp.GetCustomer(erp_pb2.GetCustomerRequest(customer_id=customer_id))).customer
     except grpc.aio.AioRpcError as err:
         if err.code() == grpc.StatusCode.NOT_FOUND:
-            raise NotFound("customer", req.customer_id) from None
+            raise NotFound("customer", customer_id) from None
         raise
+
+
+async def _items(store: Store, clients: Clients, skus: list[str]) -> dict[str, erp_pb2.Item]:
+    async with store.read() as conn:
+        rows = (await conn.execute(select(items).where(items.c.sku.in_(skus)))).all()
+    found = {r.sku: erp_pb2.Item(sku=r.sku, active=r.active, unit_price=Money(
+        currency_code=r.currency_code, amount_minor=r.unit_price_minor)) for r in rows}
+    if missing := [s for s in skus if s not in found]:
+        for item in (await clients.erp.BatchGetItems(erp_pb2.BatchGetItemsRequest(skus=missing))).items:
+            found[item.sku] = item
+    return found
+
+
+async def _price_and_place(store: Store, clients: Clients, req: pb.SubmitOrderRequest) -> Priced:
+    """Validate customer and items (replica, else ERP), pre-check credit, choose the warehouse."""
+    customer = await _customer(store, clients, req.customer_id)
     skus = [ln.sku for ln in req.lines]
-    items = {i.sku: i for i in (await clients.erp.BatchGetItems(
-        erp_pb2.BatchGetItemsRequest(skus=skus), timeout=timeout)).items}
-    missing = [s for s in skus if s not in items]
+    items_by_sku = await _items(store, clients, skus)
+    missing = [s for s in skus if s not in items_by_sku]
     if missing:
         raise NotFound("item", missing[0], f"unknown SKU(s): {', '.join(missing)}")
     for i, ln in enumerate(req.lines):
-        item = items[ln.sku]
+        item = items_by_sku[ln.sku]
         if not item.active:
             raise FailedPrecondition(f"item {ln.sku} is not active", reason="ITEM_INACTIVE",
                                      subject=f"lines[{i}].sku")
@@ -194,19 +227,50 @@ async def _price_and_place(clients: Clients, req: pb.SubmitOrderRequest, timeout
             raise FailedPrecondition(
                 f"item {ln.sku} is priced in {item.unit_price.currency_code}, the customer buys in "
                 f"{customer.currency_code}", reason="CURRENCY_MISMATCH", subject=f"lines[{i}].sku")
-    lines = [workflow.Line(i + 1, ln.sku, ln.quantity, items[ln.sku].unit_price.amount_minor)
+    lines = [workflow.Line(i + 1, ln.sku, ln.quantity, items_by_sku[ln.sku].unit_price.amount_minor)
              for i, ln in enumerate(req.lines)]
     ship_to = req.ship_to if req.HasField("ship_to") else customer.ship_to
     if not ship_to.country_code:
         raise FailedPrecondition(f"customer {req.customer_id} has no ship-to address; give ship_to",
                                  reason="NO_SHIP_TO", subject="ship_to")
-    warehouse = await _choose_warehouse(clients, req, timeout)
-    return Priced(customer.currency_code, lines, ship_to, warehouse)
+    notes = []
+    total = sum(ln.quantity * ln.unit_price_minor for ln in lines)
+    try:
+        # Advisory: ERP decides atomically when it accepts the sales order.
+        credit = await clients.erp.CheckCredit(erp_pb2.CheckCreditRequest(
+            customer_id=req.customer_id, amount=Money(currency_code=customer.currency_code,
+                                                      amount_minor=total)))
+        if not credit.approved:
+            notes.append(workflow.Entry("erp", "credit.precheck", f"likely refused: {credit.reason}"))
+    except Exception as exc:  # noqa: BLE001
+        if not _transient(exc):
+            raise
+        notes.append(workflow.Entry("ordertoship", "waiting.erp",
+                                    "ERP is unavailable: the sales order is queued durably and is "
+                                    "created, credit-checked and released when ERP is back"))
+    try:
+        warehouse = await _choose_warehouse(clients, req)
+    except Exception as exc:  # noqa: BLE001
+        if not _transient(exc):
+            raise
+        warehouse = req.warehouse_id or await _last_warehouse(store)
+        if not warehouse:
+            raise DownstreamUnavailable("wms") from None
+        notes.append(workflow.Entry("ordertoship", "waiting.wms",
+                                    f"WMS is unavailable: warehouse {warehouse} chosen without an "
+                                    "availability check"))
+    return Priced(customer.currency_code, lines, ship_to, warehouse, notes)
 
 
-async def _choose_warehouse(clients: Clients, req: pb.SubmitOrderRequest, timeout: float) -> str:
+async def _last_warehouse(store: Store) -> str:
+    async with store.read() as conn:
+        return (await conn.execute(
+            select(orders.c.warehouse_id).order_by(orders.c.seq.desc()).limit(1))).scalar() or ""
+
+
+async def _choose_warehouse(clients: Clients, req: pb.SubmitOrderRequest) -> str:
     warehouses = [w.warehouse_id for w in (await clients.wms.ListWarehouses(
-        wms_pb2.ListWarehousesRequest(), timeout=timeout)).warehouses]
+        wms_pb2.ListWarehousesRequest())).warehouses]
     if req.warehouse_id:
         if req.warehouse_id not in warehouses:
             raise NotFound("warehouse", req.warehouse_id)
@@ -214,7 +278,7 @@ async def _choose_warehouse(clients: Clients, req: pb.SubmitOrderRequest, timeou
     if not warehouses:
         raise FailedPrecondition("no warehouse is set up", reason="NO_WAREHOUSE")
     positions = (await clients.wms.GetAvailability(
-        wms_pb2.GetAvailabilityRequest(skus=[ln.sku for ln in req.lines]), timeout=timeout)).positions
+        wms_pb2.GetAvailabilityRequest(skus=[ln.sku for ln in req.lines]))).positions
     available = {(p.warehouse_id, p.sku): p.available for p in positions}
 
     def coverage(wh: str) -> tuple[int, int]:
@@ -226,14 +290,30 @@ async def _choose_warehouse(clients: Clients, req: pb.SubmitOrderRequest, timeou
     return max(sorted(warehouses), key=coverage)
 
 
+async def replicate_customer(tx: Tx, c: erp_pb2.Customer) -> None:
+    await tx.conn.execute(delete(customers).where(customers.c.customer_id == c.customer_id))
+    await tx.conn.execute(insert(customers).values(
+        customer_id=c.customer_id, currency_code=c.currency_code, blocked=c.blocked,
+        ship_to_name=c.ship_to.name, ship_to_line1=c.ship_to.line1, ship_to_city=c.ship_to.city,
+        ship_to_postal_code=c.ship_to.postal_code, ship_to_country_code=c.ship_to.country_code,
+        updated_at=utcnow()))
+
+
+async def replicate_item(tx: Tx, item: erp_pb2.Item) -> None:
+    await tx.conn.execute(delete(items).where(items.c.sku == item.sku))
+    await tx.conn.execute(insert(items).values(
+        sku=item.sku, currency_code=item.unit_price.currency_code,
+        unit_price_minor=item.unit_price.amount_minor, active=item.active, updated_at=utcnow()))
+
+
 async def submit_order(store: Store, clients: Clients, req: pb.SubmitOrderRequest, *,
-                       default_policy: str, timeout: float) -> pb.Order:
+                       default_policy: str) -> pb.Order:
     validate_submission(req)
     request_id = req.request_id or str(uuid.uuid4())
     fingerprint = request_fingerprint(req)
     if existing := await _by_request_id(store, request_id, fingerprint):
         return existing
-    priced = await _price_and_place(clients, req, timeout)
+    priced = await _price_and_place(store, clients, req)
     now = utcnow()
     order = workflow.Order(
         order_id=f"ORD-{uuid.uuid4().hex[:12].upper()}", customer_id=req.customer_id,
@@ -263,6 +343,8 @@ async def submit_order(store: Store, clients: Clients, req: pb.SubmitOrderReques
                 "ordertoship", "received",
                 f"{len(order.lines)} line(s), {order.total_minor / 100:.2f} {order.currency_code}, "
                 f"warehouse {order.warehouse_id}, shortage policy {order.shortage_policy}"))
+            for note in priced.notes:
+                await _append(tx, order.order_id, "RECEIVED", note)
             row, lines = await _load(tx.conn, order.order_id)
             created = order_pb(row, lines)
             await tx.emit("ordertoship.order.created", events.OrderCreated(order=created),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text
 
 from services.mesh.store import BigId, runtime_tables
 
@@ -63,4 +63,30 @@ timeline = Table(
     Column("status", String(20), nullable=False),
     Column("detail", Text, nullable=False, default=""),
     Column("trace_id", String(32), nullable=False, default=""),
+)
+
+# Replica of ERP master data (erp.customer.upserted / erp.item.upserted), so
+# that orders are taken while ERP is down.
+customers = Table(
+    "customers",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("currency_code", String(3), nullable=False),
+    Column("blocked", Boolean, nullable=False, default=False),
+    Column("ship_to_name", String(200), nullable=False, default=""),
+    Column("ship_to_line1", String(200), nullable=False, default=""),
+    Column("ship_to_city", String(100), nullable=False, default=""),
+    Column("ship_to_postal_code", String(20), nullable=False, default=""),
+    Column("ship_to_country_code", String(2), nullable=False, default=""),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+items = Table(
+    "items",
+    metadata,
+    Column("sku", String(64), primary_key=True),
+    Column("currency_code", String(3), nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )

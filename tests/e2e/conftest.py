@@ -111,3 +111,12 @@ async def make_world(stubs: Stubs, *, credit_minor: int = 10_000_000_00, stock: 
             receipt_id=f"R-{sfx}", warehouse_id=w.warehouse_id,
             lines=[SkuQuantity(sku=s, quantity=stock) for s in w.skus]))
     return w
+
+
+@pytest.fixture
+async def nc_mesh(mesh):
+    import nats
+
+    conn = await nats.connect(mesh.nats.url)
+    yield conn
+    await conn.close()
