@@ -59,3 +59,7 @@ clean: ## remove the venv, generated code and local data
 migration: $(GEN) ## autogenerate a migration: make migration SERVICE=erp MSG="add column"
 	$(PY) scripts/new_migration.py $(SERVICE) "$(MSG)"
 .PHONY: migration
+
+chaos: $(GEN) ## the full fault-injection run (2,000 orders under faults) and its summary
+	$(PY) -m tests.faults.chaos --orders 2000 --erp-outage 30 --json .data/chaos-summary.json
+.PHONY: chaos

@@ -208,7 +208,10 @@ class OutboxRelay:
     async def relay_once(self) -> int:
         """Publish one batch of the oldest outbox rows; returns how many."""
         outbox = self.store.outbox
-        query = (select(outbox.c.id, outbox.c.subject, outbox.c.headers, outbox.c.payload)
+        # Rows are deleted by event id, never by id: SQLite reuses the id of a
+        # deleted last row, and a replica's relay may delete a row that another
+        # replica's transaction has just taken that id for.
+        query = (select(outbox.c.event_id, outbox.c.subject, outbox.c.headers, outbox.c.payload)
                  .order_by(outbox.c.id).limit(self.batch))
         if self.store.dialect == "postgresql":
             # Replicas share the outbox: each row is relayed by the one that
@@ -217,7 +220,7 @@ class OutboxRelay:
             async with self.store.transaction() as tx:
                 rows = (await tx.conn.execute(query.with_for_update(skip_locked=True))).all()
                 await self._publish(rows)
-                await tx.conn.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
+                await tx.conn.execute(delete(outbox).where(outbox.c.event_id.in_([r.event_id for r in rows])))
             return len(rows)
         # SQLite: never hold the write lock across network I/O. Two replicas may
         # publish the same row; the broker drops the copy (same Nats-Msg-Id).
@@ -226,7 +229,7 @@ class OutboxRelay:
         await self._publish(rows)
         if rows:
             async with self.store.transaction() as tx:
-                await tx.conn.execute(delete(outbox).where(outbox.c.id.in_([r.id for r in rows])))
+                await tx.conn.execute(delete(outbox).where(outbox.c.event_id.in_([r.event_id for r in rows])))
         return len(rows)
 
     async def _publish(self, rows) -> None:
@@ -319,7 +322,7 @@ class Consumer:
                     generation = self.bus.generation
                     sub = await self.subscribe()
                 msgs = await sub.fetch(self.batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing to fetch (nats.errors.TimeoutError is one too)
                 continue
             except Exception as exc:  # noqa: BLE001 - broker away: re-bind and keep consuming
                 log.warning("consumer.fetch_failed", consumer=self.durable, error=repr(exc))
@@ -362,6 +365,7 @@ class Consumer:
                 await msg.ack()
                 if claimed:
                     self.stats.handled += 1
+                    log.debug("message.handled", consumer=self.durable, subject=msg.subject, id=env.id)
                 else:
                     self.stats.duplicates += 1
                     log.info("message.duplicate", consumer=self.durable, subject=msg.subject, id=env.id)

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -63,11 +64,21 @@ def terminate(proc: subprocess.Popen | None, grace: float) -> None:
     proc.wait()
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 class NatsServer:
-    def __init__(self, data_dir: Path, port: int = -1, *, sync_always: bool = True) -> None:
-        self.dir = data_dir / "nats"
+    def __init__(self, data_dir: Path, port: int = -1, *, sync_always: bool = True,
+                 name: str = "nats", cluster: str = "") -> None:
+        self.dir = data_dir / name
+        self.name = name
         self.port = port
         self.sync_always = sync_always
+        # A cluster block (name, listen, routes) when this node is part of one.
+        self.cluster = cluster
         self.proc: subprocess.Popen | None = None
         self.url = ""
 
@@ -78,10 +89,12 @@ class NatsServer:
         conf = self.dir / "nats.conf"
         store = (self.dir / "jetstream").resolve()
         conf.write_text(
+            f"server_name: {self.name}\n"
             "jetstream {\n"
             f'  store_dir: "{store}"\n'
             + ("  sync_interval: always\n" if self.sync_always else "")
             + "}\n"
+            + self.cluster
         )
         log = open(self.dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
@@ -117,11 +130,13 @@ class ServiceProcess:
     data_dir: Path
     env: dict[str, str]
     port: int = 0
+    # "" for the first instance of a service, "-2", "-3"... for replicas.
+    instance: str = ""
     proc: subprocess.Popen | None = None
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.log_path = self.data_dir / "logs" / f"{self.name}.log"
+        self.log_path = self.data_dir / "logs" / f"{self.name}{self.instance}.log"
 
     @property
     def addr(self) -> str:
@@ -129,9 +144,10 @@ class ServiceProcess:
 
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        port_file = self.data_dir / f"{self.name}.port"
+        port_file = self.data_dir / f"{self.name}{self.instance}.port"
         port_file.unlink(missing_ok=True)
-        env = {**os.environ, **self.env, "CROSSDOCK_GRPC_PORT": str(self.port), "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, **self.env, "CROSSDOCK_GRPC_PORT": str(self.port),
+               "CROSSDOCK_INSTANCE": self.instance, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", f"services.{self.name}"],
@@ -175,8 +191,37 @@ class ServiceProcess:
         return bool(self.proc and self.proc.poll() is None)
 
 
+class NatsCluster:
+    """Three (or more) nats-server nodes on loopback with cluster routes, as
+    production runs it; streams are created with as many replicas."""
+
+    def __init__(self, data_dir: Path, size: int = 3) -> None:
+        cluster_ports = [free_port() for _ in range(size)]
+        routes = ", ".join(f"nats-route://127.0.0.1:{p}" for p in cluster_ports)
+        self.nodes = [
+            NatsServer(data_dir, free_port(), name=f"nats-{i + 1}", cluster=(
+                "cluster {\n  name: crossdock\n"
+                f"  listen: 127.0.0.1:{cluster_ports[i]}\n  routes: [{routes}]\n}}\n"))
+            for i in range(size)
+        ]
+
+    @property
+    def url(self) -> str:
+        return ",".join(n.url for n in self.nodes)
+
+    def start(self) -> str:
+        for node in self.nodes:
+            node.start()
+        return self.url
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
 class Mesh:
-    """nats-server plus every service, each its own process."""
+    """nats-server (or a cluster) plus every service, each its own process
+    (``replicas`` instances of each, sharing its store and durable consumers)."""
 
     def __init__(
         self,
@@ -184,19 +229,32 @@ class Mesh:
         *,
         ports: dict[str, int] | None = None,
         nats_port: int = -1,
+        nats_cluster: int = 0,
+        replicas: int = 1,
         database_urls: dict[str, str] | None = None,
         env: dict[str, str] | None = None,
+        service_env: dict[str, dict[str, str]] | None = None,
     ) -> None:
         self.data_dir = data_dir.resolve()
-        self.nats = NatsServer(self.data_dir, nats_port)
+        self.service_env = service_env or {}
+        self.nats = NatsCluster(self.data_dir, nats_cluster) if nats_cluster else NatsServer(
+            self.data_dir, nats_port)
         self.database_urls = database_urls or {}
         self.extra_env = env or {}
+        if nats_cluster:
+            self.extra_env.setdefault("CROSSDOCK_STREAM_REPLICAS", str(min(nats_cluster, 3)))
+        self.replicas = replicas
+        # "erp", "erp#2", ...: every instance, by name.
         self.services: dict[str, ServiceProcess] = {}
         # Fixed ports per service; 0 (the default) picks a free one.
         self.ports = ports or {}
 
     def addr(self, name: str) -> str:
+        """The first instance's address."""
         return self.services[name].addr
+
+    def instances(self, name: str) -> list[ServiceProcess]:
+        return [p for key, p in self.services.items() if key.split("#")[0] == name]
 
     def _env(self, name: str) -> dict[str, str]:
         env = {
@@ -204,27 +262,31 @@ class Mesh:
             "CROSSDOCK_DATA_DIR": str(self.data_dir),
             **self.extra_env,
         }
-        for other, proc in self.services.items():
-            env[f"CROSSDOCK_{other.upper()}_ADDR"] = proc.addr
+        for other in SERVICES:
+            if addrs := [p.addr for p in self.instances(other)]:
+                env[f"CROSSDOCK_{other.upper()}_ADDR"] = ",".join(addrs)
         if name in self.database_urls:
             env["CROSSDOCK_DATABASE_URL"] = self.database_urls[name]
-        return env
+        return {**env, **self.service_env.get(name, {})}
 
     def start(self, progress=lambda msg: None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         progress("starting nats-server")
         self.nats.start()
-        # System services first: the process service needs their addresses.
+        # System services first: the process services need their addresses.
         for name in SERVICES:
-            progress(f"starting {name}")
-            proc = ServiceProcess(name, self.data_dir, {}, port=self.ports.get(name, 0))
-            proc.env = self._env(name)
-            proc.start()
-            self.services[name] = proc
-        for name, proc in self.services.items():
-            proc.env = self._env(name)
+            for i in range(1, self.replicas + 1):
+                key = name if i == 1 else f"{name}#{i}"
+                progress(f"starting {key}")
+                proc = ServiceProcess(name, self.data_dir, {}, port=self.ports.get(name, 0) if i == 1 else 0,
+                                      instance="" if i == 1 else f"-{i}")
+                proc.env = self._env(name)
+                proc.start()
+                self.services[key] = proc
+        for key, proc in self.services.items():
+            proc.env = self._env(proc.name)
             proc.wait_healthy()
-            progress(f"{name} serving on {proc.addr}")
+            progress(f"{key} serving on {proc.addr}")
 
     def restart(self, name: str) -> None:
         proc = self.services[name]
@@ -233,7 +295,7 @@ class Mesh:
         proc.wait_healthy()
 
     def stop(self) -> None:
-        # The process service first, the broker last.
+        # The process services first, the broker last.
         for name in reversed(list(self.services)):
             self.services[name].stop()
         self.nats.stop()
@@ -248,4 +310,3 @@ class Mesh:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-

@@ -270,3 +270,25 @@ def _now():
     from services.mesh.store import utcnow
 
     return utcnow()
+
+
+async def test_a_relay_never_deletes_a_row_another_replica_committed_meanwhile(store, bus):
+    """SQLite reuses the id of a deleted last row: replica B relays and deletes
+    X while replica A is publishing it, then a new Y takes X's id; A must not
+    delete Y when it finishes."""
+    relay_a, relay_b = OutboxRelay(store, bus, poll_interval=0.1), OutboxRelay(store, bus, poll_interval=0.1)
+    async with store.transaction() as tx:
+        await tx.emit(SUBJECT, failed("X"), event_id="x-1")
+    publish_a = relay_a._publish
+
+    async def interleaved(rows):
+        assert await relay_b.relay_once() == 1
+        async with store.transaction() as tx:
+            await tx.emit(SUBJECT, failed("Y"), event_id="y-1")
+        await publish_a(rows)
+
+    relay_a._publish = interleaved
+    await relay_a.relay_once()
+    async with store.read() as conn:
+        left = (await conn.execute(store.outbox.select())).all()
+    assert [r.event_id for r in left] == ["y-1"]
