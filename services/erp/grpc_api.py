@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
+from grpc_status import rpc_status
+
 from crossdock.erp.v1 import erp_pb2, erp_pb2_grpc
+from services.mesh.errors import DomainError
 from services.mesh.store import Store
 
-from . import service
+from . import service, settlement
+
+
+def _period(request) -> tuple:
+    start = request.start_time.ToDatetime(tzinfo=UTC) if request.HasField("start_time") else None
+    end = request.end_time.ToDatetime(tzinfo=UTC) if request.HasField("end_time") else None
+    return settlement.period(start, end)
 
 
 class ErpServicer(erp_pb2_grpc.ErpServiceServicer):
@@ -68,3 +79,35 @@ class ErpServicer(erp_pb2_grpc.ErpServiceServicer):
             found, token = await service.list_ledger_positions(
                 conn, request.page_size, request.page_token, request.warehouse_id)
         return erp_pb2.ListLedgerPositionsResponse(positions=found, next_page_token=token)
+
+    async def GetReturnAuthorization(self, request, context):
+        async with self.store.read() as conn:
+            return erp_pb2.GetReturnAuthorizationResponse(
+                return_authorization=await service.get_return_authorization(conn, request.rma_number))
+
+    async def ListCreditMemos(self, request, context):
+        async with self.store.read() as conn:
+            found, token = await service.list_credit_memos(
+                conn, request.page_size, request.page_token, request.order_id, request.customer_id)
+        return erp_pb2.ListCreditMemosResponse(credit_memos=found, next_page_token=token)
+
+    async def CorrectLedger(self, request, context):
+        async with self.store.transaction() as tx:
+            results = await service.correct_ledger(tx, request.reference, list(request.corrections))
+        return erp_pb2.CorrectLedgerResponse(results=results)
+
+    async def ExportSettlement(self, request, context):
+        # A streaming handler: the error interceptor maps unary calls only.
+        try:
+            start, end = _period(request)
+        except DomainError as err:
+            status = rpc_status.to_status(err.to_status())
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        async for chunk in settlement.export(self.store, start, end):
+            yield chunk
+
+    async def GetSettlementTotals(self, request, context):
+        start, end = _period(request)
+        async with settlement.snapshot(self.store) as conn:
+            totals = await settlement.totals(conn, start, end)
+        return erp_pb2.GetSettlementTotalsResponse(totals=totals)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.mesh import metrics
 from services.mesh.bus import Envelope
 from services.mesh.store import Tx
 
@@ -15,8 +16,17 @@ async def on_command(env: Envelope, tx: Tx) -> None:
         await service.cancel_sales_order(tx, env.body)
     elif env.subject == "cmd.erp.invoice.post":
         await service.post_invoice(tx, env.body)
+    elif env.subject == "cmd.erp.return.authorize":
+        await service.authorize_return(tx, env.body)
+    elif env.subject == "cmd.erp.return.cancel":
+        await service.cancel_return_authorization(tx, env.body)
+    elif env.subject == "cmd.erp.creditmemo.post":
+        await service.post_credit_memo(tx, env.body)
 
 
 async def on_wms_event(env: Envelope, tx: Tx) -> None:
     if env.subject == "wms.inventory.adjusted":
         await service.apply_inventory_movement(tx, env.body, env.id)
+        # Freshness of the ledger: the WMS movement (its event time) -> applied here.
+        if (age := metrics.seconds_since(env.time)) is not None:
+            metrics.observe_business("inventory_update_freshness", age)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import structlog
 from sqlalchemy import Table, func, select, update
@@ -19,12 +20,16 @@ from services.mesh.store import Tx, insert_ignore, utcnow
 
 from . import domain
 from .store import (
+    credit_memo_lines,
+    credit_memos,
     customers,
     invoice_lines,
     invoices,
     items,
     ledger_entries,
     ledger_positions,
+    return_authorization_lines,
+    return_authorizations,
     sales_order_lines,
     sales_orders,
 )
@@ -99,17 +104,29 @@ async def upsert_customer(tx: Tx, c: erp_pb2.Customer) -> erp_pb2.Customer:
     old = await _customer_row(conn, c.customer_id, lock=True)
     if old is None:
         await conn.execute(customers.insert().values(
-            customer_id=c.customer_id, open_balance_minor=0, open_orders_minor=0, **values))
+            customer_id=c.customer_id, open_balance_minor=0, open_orders_minor=0, revision=1,
+            **values))
     elif old.currency_code != c.currency_code and (old.open_balance_minor or old.open_orders_minor):
         raise FailedPrecondition(
             f"customer {c.customer_id!r} has open amounts in {old.currency_code}",
             reason="OPEN_AMOUNTS_IN_OTHER_CURRENCY", subject=f"customers/{c.customer_id}")
     else:
-        await conn.execute(update(customers).where(key).values(**values))
-    customer = customer_pb((await conn.execute(select(customers).where(key))).one())
-    await tx.emit("erp.customer.upserted", msgs.CustomerUpserted(customer=customer),
-                  key=c.customer_id)
+        await conn.execute(update(customers).where(key).values(
+            revision=customers.c.revision + 1, **values))
+    row = (await conn.execute(select(customers).where(key))).one()
+    customer = customer_pb(row)
+    changed = domain.changed_fields(_customer_fields(customer_pb(old)) if old else None,
+                                    _customer_fields(customer))
+    await tx.emit("erp.customer.upserted", msgs.CustomerUpserted(
+        customer=customer, revision=row.revision, changed_fields=changed), key=c.customer_id)
     return customer
+
+
+def _customer_fields(c: erp_pb2.Customer) -> dict:
+    """The master-data fields of a customer a change can alter (balances are ERP's own)."""
+    return {"name": c.name, "currency_code": c.currency_code,
+            "credit_limit": c.credit_limit.amount_minor,
+            "ship_to": c.ship_to.SerializeToString(deterministic=True), "blocked": c.blocked}
 
 
 async def get_customer(conn: AsyncConnection, customer_id: str) -> erp_pb2.Customer:
@@ -182,11 +199,22 @@ async def upsert_item(tx: Tx, i: erp_pb2.Item) -> erp_pb2.Item:
     values = dict(description=i.description, uom=i.uom, currency_code=i.unit_price.currency_code,
                   unit_price_minor=i.unit_price.amount_minor, weight_grams=i.weight_grams,
                   active=i.active)
-    if not await insert_ignore(tx.conn, items, {"sku": i.sku, **values}):
-        await tx.conn.execute(update(items).where(items.c.sku == i.sku).values(**values))
-    item = item_pb((await tx.conn.execute(select(items).where(items.c.sku == i.sku))).one())
-    await tx.emit("erp.item.upserted", msgs.ItemUpserted(item=item), key=i.sku)
+    old = (await tx.conn.execute(select(items).where(items.c.sku == i.sku))).first()
+    if not await insert_ignore(tx.conn, items, {"sku": i.sku, "revision": 1, **values}):
+        await tx.conn.execute(update(items).where(items.c.sku == i.sku).values(
+            revision=items.c.revision + 1, **values))
+    row = (await tx.conn.execute(select(items).where(items.c.sku == i.sku))).one()
+    item = item_pb(row)
+    changed = domain.changed_fields(_item_fields(item_pb(old)) if old else None, _item_fields(item))
+    await tx.emit("erp.item.upserted", msgs.ItemUpserted(
+        item=item, revision=row.revision, changed_fields=changed), key=i.sku)
     return item
+
+
+def _item_fields(i: erp_pb2.Item) -> dict:
+    return {"description": i.description, "uom": i.uom,
+            "unit_price": (i.unit_price.currency_code, i.unit_price.amount_minor),
+            "weight_grams": i.weight_grams, "active": i.active}
 
 
 async def get_item(conn: AsyncConnection, sku: str) -> erp_pb2.Item:
@@ -448,3 +476,315 @@ async def apply_inventory_movement(tx: Tx, ev: wms_msgs.InventoryAdjusted, event
         delta=ev.delta, on_hand_after=ev.on_hand_after,
         reason=reason.name.removeprefix("MOVEMENT_REASON_") if reason else str(ev.reason),
         reference=ev.reference, event_id=event_id, applied_at=now, **movement))
+
+
+# ---- return authorisations (RMAs) and credit memos ----
+
+RMA_STATUS = {
+    "AUTHORIZED": erp_pb2.RETURN_AUTHORIZATION_STATUS_AUTHORIZED,
+    "REFUSED": erp_pb2.RETURN_AUTHORIZATION_STATUS_REFUSED,
+    "CANCELLED": erp_pb2.RETURN_AUTHORIZATION_STATUS_CANCELLED,
+    "CREDITED": erp_pb2.RETURN_AUTHORIZATION_STATUS_CREDITED,
+}
+
+
+class NotInvoicedYet(Exception):
+    """The order is shipped but its invoice is not posted yet: retried with back-off."""
+
+
+async def _rma_row(conn: AsyncConnection, return_id: str, *, lock: bool = False):
+    query = select(return_authorizations).where(return_authorizations.c.return_id == return_id)
+    return (await conn.execute(query.with_for_update() if lock else query)).first()
+
+
+async def _rma_lines(conn: AsyncConnection, return_id: str) -> list:
+    return (await conn.execute(select(return_authorization_lines).where(
+        return_authorization_lines.c.return_id == return_id)
+        .order_by(return_authorization_lines.c.line_number))).all()
+
+
+async def _rma_pb(conn: AsyncConnection, row) -> erp_pb2.ReturnAuthorization:
+    def money(minor: int) -> Money:
+        return Money(currency_code=row.currency_code, amount_minor=minor)
+
+    rma = erp_pb2.ReturnAuthorization(
+        rma_number=row.rma_number or "", return_id=row.return_id, order_id=row.order_id,
+        customer_id=row.customer_id,
+        lines=[erp_pb2.ReturnAuthorizationLine(line_number=x.line_number, sku=x.sku,
+                                               quantity=x.quantity, unit_price=money(x.unit_price_minor))
+               for x in await _rma_lines(conn, row.return_id)],
+        expected_credit=money(row.expected_credit_minor), status=RMA_STATUS[row.status],
+        status_reason=row.status_reason, credit_memo_id=row.credit_memo_id)
+    rma.create_time.FromDatetime(row.created_at)
+    rma.update_time.FromDatetime(row.updated_at)
+    return rma
+
+
+async def get_return_authorization(conn: AsyncConnection, rma_number: str) -> erp_pb2.ReturnAuthorization:
+    _require(rma_number=rma_number)
+    row = (await conn.execute(select(return_authorizations).where(
+        return_authorizations.c.rma_number == rma_number))).first()
+    if row is None:
+        raise NotFound("return authorization", rma_number)
+    return await _rma_pb(conn, row)
+
+
+async def _emit_rma_outcome(tx: Tx, row) -> None:
+    """Say (again) how an authorisation request ended."""
+    if row.status == "REFUSED":
+        await tx.emit("erp.return.refused", msgs.ReturnAuthorizationRefused(
+            return_id=row.return_id, order_id=row.order_id, reason_code=row.reason_code,
+            reason=row.status_reason), key=row.return_id)
+    elif row.status == "CANCELLED":
+        await tx.emit("erp.return.cancelled", msgs.ReturnAuthorizationCancelled(
+            return_id=row.return_id, rma_number=row.rma_number or "", reason=row.status_reason),
+            key=row.return_id)
+    else:
+        await tx.emit("erp.return.authorized", msgs.ReturnAuthorized(
+            authorization=await _rma_pb(tx.conn, row)), key=row.return_id)
+
+
+async def _invoiced_lines(conn: AsyncConnection, order_id: str) -> list[domain.Line]:
+    rows = (await conn.execute(
+        select(invoice_lines).join(invoices, invoices.c.invoice_id == invoice_lines.c.invoice_id)
+        .where(invoices.c.order_id == order_id).order_by(invoice_lines.c.line_number))).all()
+    return [domain.Line(x.line_number, x.sku, x.quantity, x.unit_price_minor) for x in rows]
+
+
+async def _credited_lines(conn: AsyncConnection, order_id: str) -> Counter[int]:
+    rows = (await conn.execute(
+        select(credit_memo_lines.c.line_number, func.sum(credit_memo_lines.c.quantity).label("qty"))
+        .join(credit_memos, credit_memos.c.credit_memo_id == credit_memo_lines.c.credit_memo_id)
+        .where(credit_memos.c.order_id == order_id).group_by(credit_memo_lines.c.line_number))).all()
+    return Counter({r.line_number: int(r.qty) for r in rows})
+
+
+async def _held_lines(conn: AsyncConnection, order_id: str) -> Counter[int]:
+    """Per order line: authorised in open RMAs plus credited by credit memos."""
+    rows = (await conn.execute(
+        select(return_authorization_lines.c.line_number,
+               func.sum(return_authorization_lines.c.quantity).label("qty"))
+        .join(return_authorizations,
+              return_authorizations.c.return_id == return_authorization_lines.c.return_id)
+        .where(return_authorizations.c.order_id == order_id,
+               return_authorizations.c.status == "AUTHORIZED")
+        .group_by(return_authorization_lines.c.line_number))).all()
+    held = Counter({r.line_number: int(r.qty) for r in rows})
+    held.update(await _credited_lines(conn, order_id))
+    return held
+
+
+async def authorize_return(tx: Tx, cmd: msgs.AuthorizeReturn) -> None:
+    """Issue an RMA for lines of an invoiced order, priced as invoiced (idempotent on return_id).
+
+    Refused when the order is not invoiced, a line was not invoiced, or a
+    quantity exceeds what was invoiced less what other RMAs hold.
+    """
+    if not cmd.return_id or not cmd.order_id:
+        raise PermanentError("AuthorizeReturn needs return_id and order_id")
+    conn, now = tx.conn, utcnow()
+    # The order's row lock serialises the RMAs and credit memos of one order.
+    order = await _order_row(conn, cmd.order_id, lock=True)
+    if (existing := await _rma_row(conn, cmd.return_id, lock=True)) is not None:
+        await _emit_rma_outcome(tx, existing)
+        return
+    code, reason, lines = "", "", []
+    if order is None:
+        code, reason = "UNKNOWN_ORDER", f"no sales order {cmd.order_id!r}"
+    elif cmd.customer_id and cmd.customer_id != order.customer_id:
+        code, reason = "CUSTOMER_MISMATCH", f"order {cmd.order_id} is not {cmd.customer_id}'s"
+    elif order.status == "ACCEPTED":
+        # Shipped goods are invoiced by a command sent before this one: wait for it.
+        raise NotInvoicedYet(f"sales order {cmd.order_id} is not invoiced yet")
+    elif order.status != "INVOICED":
+        code, reason = "NOT_INVOICED", f"sales order {cmd.order_id} is {order.status}"
+    else:
+        requested = [domain.Line(x.line_number, x.sku, x.quantity) for x in cmd.lines]
+        try:
+            lines = domain.authorize_return(await _invoiced_lines(conn, cmd.order_id),
+                                            await _held_lines(conn, cmd.order_id), requested)
+        except domain.ReturnRefused as exc:
+            code, reason = exc.code, exc.reason
+    rma_number = None
+    if not code:
+        count = (await conn.execute(select(func.count()).select_from(return_authorizations).where(
+            return_authorizations.c.order_id == cmd.order_id,
+            return_authorizations.c.rma_number.is_not(None)))).scalar_one()
+        rma_number = f"RMA-{cmd.order_id}-{count + 1}"
+    await conn.execute(return_authorizations.insert().values(
+        return_id=cmd.return_id, rma_number=rma_number, order_id=cmd.order_id,
+        customer_id=order.customer_id if order is not None else cmd.customer_id,
+        currency_code=order.currency_code if order is not None else "",
+        expected_credit_minor=domain.order_total(lines),
+        status="REFUSED" if code else "AUTHORIZED", reason_code=code,
+        status_reason=reason or f"authorised as {rma_number}", credit_memo_id="",
+        created_at=now, updated_at=now))
+    if lines:
+        await conn.execute(return_authorization_lines.insert(), [
+            dict(return_id=cmd.return_id, line_number=x.line_number, sku=x.sku,
+                 quantity=x.quantity, unit_price_minor=x.unit_price) for x in lines])
+    await _emit_rma_outcome(tx, await _rma_row(conn, cmd.return_id))
+
+
+async def cancel_return_authorization(tx: Tx, cmd: msgs.CancelReturnAuthorization) -> None:
+    """Close an RMA without credit; a cancel that comes first leaves a tombstone (idempotent)."""
+    if not cmd.return_id:
+        raise PermanentError("CancelReturnAuthorization needs return_id")
+    conn, now = tx.conn, utcnow()
+    row = await _rma_row(conn, cmd.return_id, lock=True)
+    reason = cmd.reason or "cancelled"
+    if row is None:
+        await conn.execute(return_authorizations.insert().values(
+            return_id=cmd.return_id, rma_number=None, status="CANCELLED",
+            status_reason=reason, credit_memo_id="", created_at=now, updated_at=now))
+    elif row.status == "CREDITED":
+        log.warning("rma.cancel_ignored", return_id=cmd.return_id, status=row.status)
+        return
+    elif row.status == "AUTHORIZED":
+        await conn.execute(update(return_authorizations)
+                           .where(return_authorizations.c.return_id == cmd.return_id)
+                           .values(status="CANCELLED", status_reason=reason, updated_at=now))
+    row = await _rma_row(conn, cmd.return_id)
+    await tx.emit("erp.return.cancelled", msgs.ReturnAuthorizationCancelled(
+        return_id=row.return_id, rma_number=row.rma_number or "", reason=row.status_reason),
+        key=row.return_id)
+
+
+def credit_memo_pb(row, lines) -> erp_pb2.CreditMemo:
+    def money(minor: int) -> Money:
+        return Money(currency_code=row.currency_code, amount_minor=minor)
+
+    memo = erp_pb2.CreditMemo(
+        credit_memo_id=row.credit_memo_id, rma_number=row.rma_number, return_id=row.return_id,
+        order_id=row.order_id, customer_id=row.customer_id,
+        lines=[erp_pb2.CreditMemoLine(line_number=x.line_number, sku=x.sku, quantity=x.quantity,
+                                      unit_price=money(x.unit_price_minor),
+                                      amount=money(x.amount_minor)) for x in lines],
+        total=money(row.total_minor))
+    memo.post_time.FromDatetime(row.posted_at)
+    return memo
+
+
+async def _emit_credit_memo(tx: Tx, credit_memo_id: str) -> None:
+    row = (await tx.conn.execute(select(credit_memos).where(
+        credit_memos.c.credit_memo_id == credit_memo_id))).one()
+    lines = (await tx.conn.execute(select(credit_memo_lines).where(
+        credit_memo_lines.c.credit_memo_id == credit_memo_id)
+        .order_by(credit_memo_lines.c.line_number))).all()
+    await tx.emit("erp.creditmemo.posted", msgs.CreditMemoPosted(credit_memo=credit_memo_pb(row, lines)),
+                  key=row.return_id)
+
+
+async def post_credit_memo(tx: Tx, cmd: msgs.PostCreditMemo) -> None:
+    """Credit the accepted quantities at the invoiced prices: exactly one memo per return,
+    never more than invoiced; the customer's open balance drops by its total."""
+    if not cmd.return_id:
+        raise PermanentError("PostCreditMemo needs return_id")
+    conn = tx.conn
+    rma = await _rma_row(conn, cmd.return_id)
+    if rma is not None and rma.order_id:
+        await _order_row(conn, rma.order_id, lock=True)  # serialise with the order's other credits
+    rma = await _rma_row(conn, cmd.return_id, lock=True)
+    existing = (await conn.execute(select(credit_memos.c.credit_memo_id).where(
+        credit_memos.c.return_id == cmd.return_id))).first()
+    if existing is not None:
+        await _emit_credit_memo(tx, existing.credit_memo_id)
+        return
+
+    async def refuse(code: str, reason: str) -> None:
+        log.warning("creditmemo.refused", return_id=cmd.return_id, code=code, reason=reason)
+        await tx.emit("erp.creditmemo.refused", msgs.CreditMemoRefused(
+            return_id=cmd.return_id, rma_number=cmd.rma_number, reason_code=code, reason=reason),
+            key=cmd.return_id)
+
+    if rma is None or rma.status != "AUTHORIZED":
+        await refuse("RMA_NOT_AUTHORIZED", f"return {cmd.return_id} has no open RMA"
+                     + (f" ({rma.status})" if rma is not None else ""))
+        return
+    authorized = [domain.Line(x.line_number, x.sku, x.quantity, x.unit_price_minor)
+                  for x in await _rma_lines(conn, cmd.return_id)]
+    try:
+        lines = domain.credit_memo_lines(
+            authorized, [domain.Line(x.line_number, x.sku, x.quantity) for x in cmd.accepted_lines],
+            await _invoiced_lines(conn, rma.order_id), await _credited_lines(conn, rma.order_id))
+    except domain.ReturnRefused as exc:
+        await refuse(exc.code, exc.reason)
+        return
+    memo_id, total, now = "CM-" + rma.rma_number.removeprefix("RMA-"), domain.order_total(lines), utcnow()
+    await conn.execute(credit_memos.insert().values(
+        credit_memo_id=memo_id, return_id=rma.return_id, rma_number=rma.rma_number,
+        order_id=rma.order_id, customer_id=rma.customer_id, currency_code=rma.currency_code,
+        total_minor=total, posted_at=now))
+    await conn.execute(credit_memo_lines.insert(), [
+        dict(credit_memo_id=memo_id, line_number=x.line_number, sku=x.sku, quantity=x.quantity,
+             unit_price_minor=x.unit_price, amount_minor=x.amount) for x in lines])
+    await conn.execute(update(customers).where(customers.c.customer_id == rma.customer_id).values(
+        open_balance_minor=customers.c.open_balance_minor - total))
+    await conn.execute(update(return_authorizations)
+                       .where(return_authorizations.c.return_id == rma.return_id)
+                       .values(status="CREDITED", credit_memo_id=memo_id, updated_at=now,
+                               status_reason=f"credited by {memo_id}"))
+    await _emit_credit_memo(tx, memo_id)
+
+
+async def list_credit_memos(conn: AsyncConnection, page_size: int, page_token: str, order_id: str,
+                            customer_id: str):
+    where = [credit_memos.c.order_id == order_id] if order_id else []
+    if customer_id:
+        where.append(credit_memos.c.customer_id == customer_id)
+    rows, token = await _page(conn, credit_memos, ["credit_memo_id"], page_size, page_token, *where)
+    lines = (await conn.execute(
+        select(credit_memo_lines).where(credit_memo_lines.c.credit_memo_id.in_(
+            [r.credit_memo_id for r in rows])).order_by(credit_memo_lines.c.line_number))).all()
+    return [credit_memo_pb(r, [x for x in lines if x.credit_memo_id == r.credit_memo_id])
+            for r in rows], token
+
+
+# ---- ledger corrections (inventory reconciliation) ----
+
+async def correct_ledger(tx: Tx, reference: str,
+                         corrections: list[erp_pb2.LedgerCorrection]) -> list[erp_pb2.LedgerCorrectionResult]:
+    """Bring positions to WMS truth, each only while it is still as the caller read it.
+
+    A correction is audited twice: a ledger entry with reason RECONCILIATION
+    (the run as its reference) and an erp.inventory.corrected event. A
+    position already at the target is reported applied without a second entry.
+    """
+    problems = [] if reference else [("reference", "required")]
+    for i, c in enumerate(corrections):
+        if not c.sku or not c.warehouse_id:
+            problems.append((f"corrections[{i}]", "sku and warehouse_id are required"))
+        if c.sequence < 0 or c.expected_last_sequence < 0:
+            problems.append((f"corrections[{i}]", "sequences must not be negative"))
+    if problems:
+        raise InvalidArgument(problems)
+    conn, now, results = tx.conn, utcnow(), []
+    for c in corrections:
+        key = (ledger_positions.c.sku == c.sku, ledger_positions.c.warehouse_id == c.warehouse_id)
+        if c.expected_on_hand == 0 and c.expected_last_sequence == 0:
+            await insert_ignore(conn, ledger_positions, dict(
+                sku=c.sku, warehouse_id=c.warehouse_id, on_hand=0, last_sequence=0, updated_at=now))
+        pos = (await conn.execute(select(ledger_positions).where(*key).with_for_update())).first()
+        applied = False
+        if pos is not None and (pos.on_hand, pos.last_sequence) == (c.on_hand, c.sequence):
+            applied = True  # already there (a repeated correction)
+        elif pos is not None and (pos.on_hand, pos.last_sequence) == (c.expected_on_hand,
+                                                                      c.expected_last_sequence):
+            await conn.execute(update(ledger_positions).where(*key).values(
+                on_hand=c.on_hand, last_sequence=c.sequence, updated_at=now))
+            event_id = await tx.emit("erp.inventory.corrected", msgs.InventoryCorrected(
+                sku=c.sku, warehouse_id=c.warehouse_id, on_hand_before=pos.on_hand,
+                on_hand_after=c.on_hand, delta=c.on_hand - pos.on_hand, sequence=c.sequence,
+                reference=reference, detail=c.detail), key=f"{c.warehouse_id}/{c.sku}")
+            await conn.execute(ledger_entries.insert().values(
+                sku=c.sku, warehouse_id=c.warehouse_id, delta=c.on_hand - pos.on_hand,
+                on_hand_after=c.on_hand, sequence=c.sequence, reason="RECONCILIATION",
+                reference=reference[:100], event_id=event_id, applied_at=now))
+            log.warning("ledger.corrected", sku=c.sku, warehouse_id=c.warehouse_id,
+                        before=pos.on_hand, after=c.on_hand, sequence=c.sequence, reference=reference)
+            applied = True
+        result = erp_pb2.LedgerCorrectionResult(sku=c.sku, warehouse_id=c.warehouse_id, applied=applied)
+        if (now_pos := (await conn.execute(select(ledger_positions).where(*key))).first()) is not None:
+            result.position.CopyFrom(position_pb(now_pos))
+        results.append(result)
+    return results

@@ -1,4 +1,5 @@
-"""ERP store: customers, item master, sales orders, invoices and the inventory ledger."""
+"""ERP store: customers, item master, sales orders, invoices, return authorisations,
+credit memos and the inventory ledger."""
 
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ customers = Table(
     Column("ship_to_postal_code", String(20), nullable=False, default=""),
     Column("ship_to_country_code", String(2), nullable=False, default=""),
     Column("blocked", Boolean, nullable=False, default=False),
+    # +1 per change: replicas recognise a stale erp.customer.upserted.
+    Column("revision", BigInteger, nullable=False, default=0, server_default="0"),
 )
 
 items = Table(
@@ -49,6 +52,8 @@ items = Table(
     Column("unit_price_minor", BigInteger, nullable=False),
     Column("weight_grams", BigInteger, nullable=False),
     Column("active", Boolean, nullable=False, default=True),
+    # +1 per change: replicas recognise a stale erp.item.upserted.
+    Column("revision", BigInteger, nullable=False, default=0, server_default="0"),
 )
 
 sales_orders = Table(
@@ -87,7 +92,7 @@ invoices = Table(
     Column("customer_id", String(64), nullable=False),
     Column("currency_code", String(3), nullable=False),
     Column("total_minor", BigInteger, nullable=False),
-    Column("posted_at", DateTime(timezone=True), nullable=False),
+    Column("posted_at", DateTime(timezone=True), nullable=False, index=True),
 )
 
 invoice_lines = Table(
@@ -128,4 +133,62 @@ ledger_entries = Table(
     Column("event_id", String(100), nullable=False),
     Column("applied_at", DateTime(timezone=True), nullable=False),
     Index("ix_ledger_entries_position", "sku", "warehouse_id", "sequence"),
+)
+
+# One row per return (of the returns process): AUTHORIZED (with an RMA
+# number), REFUSED, CANCELLED (also a tombstone when a cancel came first) or
+# CREDITED (its one credit memo posted).
+return_authorizations = Table(
+    "return_authorizations",
+    metadata,
+    Column("return_id", String(64), primary_key=True),
+    Column("rma_number", String(100), unique=True),
+    Column("order_id", String(64), nullable=False, default="", index=True),
+    Column("customer_id", String(64), nullable=False, default=""),
+    Column("currency_code", String(3), nullable=False, default=""),
+    Column("expected_credit_minor", BigInteger, nullable=False, default=0),
+    Column("status", String(20), nullable=False),
+    Column("reason_code", String(64), nullable=False, default=""),
+    Column("status_reason", Text, nullable=False, default=""),
+    Column("credit_memo_id", String(100), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+return_authorization_lines = Table(
+    "return_authorization_lines",
+    metadata,
+    Column("return_id", String(64), nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    # The price it was invoiced at.
+    Column("unit_price_minor", BigInteger, nullable=False),
+    PrimaryKeyConstraint("return_id", "line_number"),
+)
+
+# Exactly one credit memo per return authorisation (unique return_id).
+credit_memos = Table(
+    "credit_memos",
+    metadata,
+    Column("credit_memo_id", String(100), primary_key=True),
+    Column("return_id", String(64), nullable=False, unique=True),
+    Column("rma_number", String(100), nullable=False, unique=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("customer_id", String(64), nullable=False, index=True),
+    Column("currency_code", String(3), nullable=False),
+    Column("total_minor", BigInteger, nullable=False),
+    Column("posted_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+credit_memo_lines = Table(
+    "credit_memo_lines",
+    metadata,
+    Column("credit_memo_id", String(100), nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("quantity", BigInteger, nullable=False),
+    Column("unit_price_minor", BigInteger, nullable=False),
+    Column("amount_minor", BigInteger, nullable=False),
+    PrimaryKeyConstraint("credit_memo_id", "line_number"),
 )

@@ -12,6 +12,7 @@ from google.protobuf.message import Message
 
 from crossdock.erp.v1 import messages_pb2 as erp
 from crossdock.ordertoship.v1 import messages_pb2 as ots
+from crossdock.returns.v1 import messages_pb2 as returns
 from crossdock.tms.v1 import messages_pb2 as tms
 from crossdock.wms.v1 import messages_pb2 as wms
 
@@ -22,6 +23,7 @@ STREAMS: dict[str, list[str]] = {
     "WMS": ["wms.>"],
     "TMS": ["tms.>"],
     "ORDERTOSHIP": ["ordertoship.>"],
+    "RETURNS": ["returns.>"],
     "CMD_ERP": ["cmd.erp.>"],
     "CMD_WMS": ["cmd.wms.>"],
     "CMD_TMS": ["cmd.tms.>"],
@@ -39,10 +41,19 @@ SUBJECTS: dict[str, type[Message]] = {
     "erp.salesorder.rejected": erp.SalesOrderRejected,
     "erp.salesorder.cancelled": erp.SalesOrderCancelled,
     "erp.invoice.posted": erp.InvoicePosted,
+    "erp.return.authorized": erp.ReturnAuthorized,
+    "erp.return.refused": erp.ReturnAuthorizationRefused,
+    "erp.return.cancelled": erp.ReturnAuthorizationCancelled,
+    "erp.creditmemo.posted": erp.CreditMemoPosted,
+    "erp.creditmemo.refused": erp.CreditMemoRefused,
+    "erp.inventory.corrected": erp.InventoryCorrected,
     # ERP commands
     "cmd.erp.salesorder.create": erp.CreateSalesOrder,
     "cmd.erp.salesorder.cancel": erp.CancelSalesOrder,
     "cmd.erp.invoice.post": erp.PostInvoice,
+    "cmd.erp.return.authorize": erp.AuthorizeReturn,
+    "cmd.erp.return.cancel": erp.CancelReturnAuthorization,
+    "cmd.erp.creditmemo.post": erp.PostCreditMemo,
     # WMS events
     "wms.inventory.adjusted": wms.InventoryAdjusted,
     "wms.fulfilment.allocated": wms.FulfilmentAllocated,
@@ -53,10 +64,18 @@ SUBJECTS: dict[str, type[Message]] = {
     "wms.fulfilment.shipped": wms.FulfilmentShipped,
     "wms.fulfilment.cancelled": wms.FulfilmentCancelled,
     "wms.fulfilment.cancel_refused": wms.FulfilmentCancelRefused,
+    "wms.return.expected": wms.ReturnExpected,
+    "wms.return.rejected": wms.ReturnRejected,
+    "wms.return.received": wms.ReturnReceived,
+    "wms.return.inspected": wms.ReturnInspected,
+    "wms.return.cancelled": wms.ReturnCancelled,
+    "wms.return.cancel_refused": wms.ReturnCancelRefused,
     # WMS commands
     "cmd.wms.fulfilment.create": wms.CreateFulfilment,
     "cmd.wms.fulfilment.cancel": wms.CancelFulfilment,
     "cmd.wms.fulfilment.assign_shipment": wms.AssignShipment,
+    "cmd.wms.return.expect": wms.ExpectReturn,
+    "cmd.wms.return.cancel": wms.CancelReturn,
     # TMS events
     "tms.shipment.booked": tms.ShipmentBooked,
     "tms.shipment.booking_failed": tms.ShipmentBookingFailed,
@@ -66,6 +85,9 @@ SUBJECTS: dict[str, type[Message]] = {
     # order-to-ship events
     "ordertoship.order.created": ots.OrderCreated,
     "ordertoship.order.status_changed": ots.OrderStatusChanged,
+    # returns events
+    "returns.return.created": returns.ReturnCreated,
+    "returns.return.status_changed": returns.ReturnStatusChanged,
 }
 
 

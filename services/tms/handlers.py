@@ -20,6 +20,6 @@ async def on_wms_event(env: Envelope, tx: Tx) -> None:
 
 async def on_master_data(env: Envelope, tx: Tx) -> None:
     if env.subject == "erp.item.upserted":
-        await service.replicate_item(tx, env.body.item)
+        await service.replicate_item(tx, env.body.item, env.body.revision)
     elif env.subject == "erp.customer.upserted":
-        await service.replicate_customer(tx, env.body.customer)
+        await service.replicate_customer(tx, env.body.customer, env.body.revision)

@@ -200,14 +200,24 @@ async def mark_dispatched(tx: Tx, fulfilment: wms_pb2.FulfilmentOrder) -> None:
                       key=fulfilment.order_id)
 
 
-async def replicate_item(tx: Tx, item: erp_pb2.Item) -> None:
-    await tx.conn.execute(delete(items).where(items.c.sku == item.sku))
-    await insert_ignore(tx.conn, items, {"sku": item.sku, "weight_grams": item.weight_grams,
-                                         "updated_at": utcnow()})
+async def _replicate(tx: Tx, table, key: str, key_value: str, revision: int, values: dict) -> None:
+    """Insert or replace a replica row unless it holds this revision or a newer one
+    (revision 0, from before revisions existed, always applies)."""
+    current = (await tx.conn.execute(select(table.c.revision).where(table.c[key] == key_value))).first()
+    if current is not None and revision and current.revision >= revision:
+        return
+    await tx.conn.execute(delete(table).where(table.c[key] == key_value))
+    await insert_ignore(tx.conn, table, {key: key_value, "revision": revision,
+                                         "updated_at": utcnow(), **values})
 
 
-async def replicate_customer(tx: Tx, c: erp_pb2.Customer) -> None:
-    await tx.conn.execute(delete(customers).where(customers.c.customer_id == c.customer_id))
-    await insert_ignore(tx.conn, customers, {"customer_id": c.customer_id, "name": c.name,
-                                             "country_code": c.ship_to.country_code,
-                                             "updated_at": utcnow()})
+async def replicate_item(tx: Tx, item: erp_pb2.Item, revision: int = 0) -> None:
+    await _replicate(tx, items, "sku", item.sku, revision, {
+        "weight_grams": item.weight_grams, "currency_code": item.unit_price.currency_code,
+        "unit_price_minor": item.unit_price.amount_minor})
+
+
+async def replicate_customer(tx: Tx, c: erp_pb2.Customer, revision: int = 0) -> None:
+    await _replicate(tx, customers, "customer_id", c.customer_id, revision, {
+        "name": c.name, "country_code": c.ship_to.country_code, "currency_code": c.currency_code,
+        "credit_limit_minor": c.credit_limit.amount_minor, "blocked": c.blocked})

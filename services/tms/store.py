@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 from services.mesh.store import BigId, runtime_tables
@@ -57,13 +58,18 @@ shipments = Table(
     Column("dispatch_time", DateTime(timezone=True)),
 )
 
-# Replica of ERP master data (erp.item.upserted / erp.customer.upserted).
+# Replica of ERP master data (erp.item.upserted / erp.customer.upserted);
+# ``revision`` orders the changes, so a stale event never overwrites a newer one.
+# The unit price is the declared value of a parcel's contents (insurance, customs).
 items = Table(
     "items",
     metadata,
     Column("sku", String(64), primary_key=True),
     Column("weight_grams", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("currency_code", String(3), nullable=False, default="", server_default=""),
+    Column("unit_price_minor", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("revision", BigInteger, nullable=False, default=0, server_default="0"),
 )
 
 customers = Table(
@@ -73,4 +79,8 @@ customers = Table(
     Column("name", String(200), nullable=False),
     Column("country_code", String(2), nullable=False, default=""),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("currency_code", String(3), nullable=False, default="", server_default=""),
+    Column("credit_limit_minor", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("blocked", Boolean, nullable=False, default=False, server_default=false()),
+    Column("revision", BigInteger, nullable=False, default=0, server_default="0"),
 )

@@ -8,7 +8,7 @@ from crossdock.wms.v1 import wms_pb2_grpc
 from services.mesh.app import ServiceApp, run
 
 from . import handlers
-from .autopilot import autopilot
+from .autopilot import ReturnsAutopilot, autopilot, returns_autopilot
 from .grpc_api import WmsServicer
 from .service import Delays
 from .store import metadata
@@ -18,12 +18,16 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 def bootstrap(app: ServiceApp) -> None:
     delays = Delays.from_settings(app.settings)
-    app.add_servicer(wms_pb2_grpc.add_WmsServiceServicer_to_server, WmsServicer(app.store, delays),
-                     "crossdock.wms.v1.WmsService")
-    app.add_consumer("wms-commands", "CMD_WMS", ["cmd.wms.>"], handlers.on_command(delays))
-    app.add_consumer("wms-master-data", "ERP", ["erp.item.upserted"], handlers.on_master_data)
+    pilot = ReturnsAutopilot.from_settings(app.settings)
+    app.add_servicer(wms_pb2_grpc.add_WmsServiceServicer_to_server,
+                     WmsServicer(app.store, delays, pilot), "crossdock.wms.v1.WmsService")
+    app.add_consumer("wms-commands", "CMD_WMS", ["cmd.wms.>"], handlers.on_command(delays, pilot))
+    app.add_consumer("wms-master-data", "ERP", ["erp.item.upserted", "erp.customer.upserted"],
+                     handlers.on_master_data)
     if app.settings.wms_autopilot:
         app.add_loop(autopilot(app.store, delays))
+    if pilot.enabled:
+        app.add_loop(returns_autopilot(app.store, pilot))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""The autopilot: moves due fulfilments on (pick, pack, ship) without a handheld.
+"""The autopilots: move due fulfilments on (pick, pack, ship), and due returns
+(receive, inspect by rules), without a handheld.
 
 Its state is the store's (status and next_step_at), so a restart resumes where
 it stopped. Each fulfilment advances in its own transaction through the same
@@ -11,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import structlog
 
+from services.mesh.config import Settings
 from services.mesh.store import Store
 
-from . import service
+from . import domain, returns, service
 
 log = structlog.get_logger()
 
@@ -47,3 +50,51 @@ def autopilot(store: Store, delays: service.Delays) -> Callable[[asyncio.Event],
                 await asyncio.wait_for(stop.wait(), POLL_INTERVAL_S)
 
     return autopilot
+
+
+@dataclass(frozen=True)
+class ReturnsAutopilot:
+    """Receives expected returns and inspects them by rules, for demos and tests
+    (CROSSDOCK_WMS_RETURN_AUTOPILOT, _RECEIVE_DELAY, _INSPECT_DELAY, _RULES)."""
+
+    enabled: bool
+    receive_delay: float
+    inspect_delay: float
+    rules: dict[str, str]
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> ReturnsAutopilot:
+        return cls(s.wms_return_autopilot, s.wms_return_receive_delay, s.wms_return_inspect_delay,
+                   domain.parse_return_rules(s.wms_return_rules))
+
+    @property
+    def receive_in(self) -> float | None:
+        """Seconds until the autopilot receives a new expected return (None: a handheld will)."""
+        return self.receive_delay if self.enabled else None
+
+    @property
+    def inspect_in(self) -> float | None:
+        return self.inspect_delay if self.enabled else None
+
+
+def returns_autopilot(store: Store, pilot: ReturnsAutopilot) -> Callable[[asyncio.Event], Awaitable[None]]:
+    async def returns_autopilot(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                async with store.read() as conn:
+                    due = await returns.due_returns(conn)
+                for rma_number, status, traceparent in due:
+                    if stop.is_set():
+                        break
+                    with service.in_order_trace(f"wms.autopilot return {status.lower()}", traceparent):
+                        async with store.transaction() as tx:
+                            if status == "EXPECTED":
+                                await returns.receive(tx, rma_number, {}, pilot.inspect_in)
+                            else:
+                                await returns.autopilot_inspect(tx, rma_number, pilot.rules)
+            except Exception:  # noqa: BLE001 - keep going; the store still says what is due
+                log.exception("wms.returns_autopilot.failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), POLL_INTERVAL_S)
+
+    return returns_autopilot

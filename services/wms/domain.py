@@ -69,3 +69,80 @@ def package_weight(lines: Sequence[Line], unit_weights: Mapping[str, int], decla
     if declared > 0:
         return declared
     return sum(qty * unit_weights.get(sku, DEFAULT_UNIT_WEIGHT_GRAMS) for sku, qty in lines)
+
+
+# ---- returns ----
+
+DISPOSITIONS = ("RESTOCK", "SCRAP", "REFUSE")
+
+
+@dataclass(frozen=True)
+class Disposition:
+    """What inspection decided for one returned line (their sum is what was received)."""
+
+    line_number: int
+    restock: int
+    scrap: int
+    refuse: int
+
+    @property
+    def total(self) -> int:
+        return self.restock + self.scrap + self.refuse
+
+
+def parse_return_rules(text: str) -> dict[str, str]:
+    """``REASON=RESTOCK|SCRAP|REFUSE`` pairs, comma-separated; ``*`` is any other reason."""
+    rules = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        reason, _, disposition = part.partition("=")
+        reason, disposition = reason.strip().upper(), disposition.strip().upper()
+        if not reason or disposition not in DISPOSITIONS:
+            raise ValueError(f"bad return rule {part.strip()!r}: expected REASON=RESTOCK|SCRAP|REFUSE")
+        rules[reason] = disposition
+    return rules
+
+
+def autopilot_disposition(line_number: int, received: int, reason_code: str,
+                          rules: Mapping[str, str]) -> Disposition:
+    """The whole received quantity goes where the rule for its reason says (REFUSE without a rule)."""
+    where = rules.get(reason_code.upper(), rules.get("*", "REFUSE"))
+    return Disposition(line_number, *(received if where == d else 0 for d in DISPOSITIONS))
+
+
+def receipt_problems(expected: Mapping[int, int], received: Mapping[int, int]) -> list[tuple[str, str]]:
+    """Violations of a receipt: known lines, quantities between 0 and what is expected."""
+    problems = []
+    for i, (line_number, qty) in enumerate(received.items()):
+        if line_number not in expected:
+            problems.append((f"lines[{i}].line_number", f"line {line_number} is not on the RMA"))
+        elif qty < 0 or qty > expected[line_number]:
+            problems.append((f"lines[{i}].received_quantity",
+                             f"between 0 and the {expected[line_number]} expected"))
+    if received and not any(received.values()):
+        problems.append(("lines", "nothing received: leave the return expected instead"))
+    return problems
+
+
+def inspection_problems(received: Mapping[int, int],
+                        dispositions: Sequence[Disposition]) -> list[tuple[str, str]]:
+    """Violations of an inspection: every received line exactly once, quantities adding up."""
+    problems = []
+    seen = set()
+    for i, d in enumerate(dispositions):
+        if d.line_number not in received:
+            problems.append((f"lines[{i}].line_number", f"line {d.line_number} is not on the RMA"))
+            continue
+        if d.line_number in seen:
+            problems.append((f"lines[{i}].line_number", f"line {d.line_number} appears twice"))
+        seen.add(d.line_number)
+        if min(d.restock, d.scrap, d.refuse) < 0:
+            problems.append((f"lines[{i}]", "quantities must not be negative"))
+        elif d.total != received[d.line_number]:
+            problems.append((f"lines[{i}]", f"restock + scrap + refuse = {d.total}, but "
+                                             f"{received[d.line_number]} were received"))
+    for line_number, qty in received.items():
+        if qty and line_number not in seen:
+            problems.append(("lines", f"line {line_number} ({qty} received) has no disposition"))
+    return problems

@@ -5,13 +5,15 @@ from __future__ import annotations
 from crossdock.wms.v1 import wms_pb2, wms_pb2_grpc
 from services.mesh.store import Store
 
-from . import service
+from . import returns, service
+from .autopilot import ReturnsAutopilot
 
 
 class WmsServicer(wms_pb2_grpc.WmsServiceServicer):
-    def __init__(self, store: Store, delays: service.Delays) -> None:
+    def __init__(self, store: Store, delays: service.Delays, pilot: ReturnsAutopilot) -> None:
         self.store = store
         self.delays = delays
+        self.pilot = pilot
 
     async def UpsertWarehouse(self, request, context):
         async with self.store.transaction() as tx:
@@ -57,3 +59,23 @@ class WmsServicer(wms_pb2_grpc.WmsServiceServicer):
         async with self.store.transaction() as tx:
             order = await service.confirm_ship(tx, request.order_id)
         return wms_pb2.ConfirmShipResponse(fulfilment_order=order)
+
+    async def GetReturnReceipt(self, request, context):
+        async with self.store.read() as conn:
+            receipt = await returns.receipt_pb(conn, request.rma_number)
+        return wms_pb2.GetReturnReceiptResponse(return_receipt=receipt)
+
+    async def ReceiveReturn(self, request, context):
+        async with self.store.transaction() as tx:
+            receipt = await returns.receive_return(tx, request, self.pilot.inspect_in)
+        return wms_pb2.ReceiveReturnResponse(return_receipt=receipt)
+
+    async def InspectReturn(self, request, context):
+        async with self.store.transaction() as tx:
+            receipt = await returns.inspect_return(tx, request)
+        return wms_pb2.InspectReturnResponse(return_receipt=receipt)
+
+    async def GetInventoryAsOf(self, request, context):
+        async with self.store.read() as conn:
+            positions = await service.inventory_as_of(conn, request.positions)
+        return wms_pb2.GetInventoryAsOfResponse(positions=positions)

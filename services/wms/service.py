@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crossdock.common.v1.common_pb2 import Address, SkuQuantity
@@ -31,7 +31,18 @@ from services.mesh.paging import keyset_page
 from services.mesh.store import Tx, insert_ignore, utcnow
 
 from . import domain
-from .store import fulfilment_lines, fulfilments, items, milestones, receipts, stock, warehouses
+from .store import (
+    customers,
+    fulfilment_lines,
+    fulfilments,
+    items,
+    milestones,
+    outbox,
+    receipts,
+    stock,
+    stock_movements,
+    warehouses,
+)
 
 log = structlog.get_logger()
 
@@ -162,13 +173,17 @@ async def _move(tx: Tx, warehouse_id: str, sku: str, delta: int, reason: int, re
         on_hand=stock.c.on_hand + delta, allocated=stock.c.allocated + allocated_delta,
         sequence=stock.c.sequence + 1))
     row = (await tx.conn.execute(select(stock).where(key))).one()
-    await tx.emit(
+    event_id = await tx.emit(
         "wms.inventory.adjusted",
         events.InventoryAdjusted(sku=sku, warehouse_id=warehouse_id, delta=delta,
                                  on_hand_after=row.on_hand, sequence=row.sequence,
                                  reason=reason, reference=reference),
         key=f"{warehouse_id}/{sku}",
     )
+    await tx.conn.execute(stock_movements.insert().values(
+        warehouse_id=warehouse_id, sku=sku, sequence=row.sequence, delta=delta,
+        on_hand_after=row.on_hand, reason=events.MovementReason.Name(reason).removeprefix("MOVEMENT_REASON_"),
+        reference=reference[:100], event_id=event_id, at=utcnow()))
 
 
 async def receive_stock(tx: Tx, req: wms_pb2.ReceiveStockRequest, delays: Delays) -> list[wms_pb2.InventoryPosition]:
@@ -194,10 +209,85 @@ async def receive_stock(tx: Tx, req: wms_pb2.ReceiveStockRequest, delays: Delays
     return await get_availability(tx.conn, [sku for sku, _ in lines], req.warehouse_id)
 
 
-async def replicate_item(tx: Tx, item: erp_pb2.Item) -> None:
-    await tx.conn.execute(delete(items).where(items.c.sku == item.sku))
-    await tx.conn.execute(items.insert().values(sku=item.sku, weight_grams=item.weight_grams,
-                                                updated_at=utcnow()))
+async def _replicate(tx: Tx, table, key: str, key_value: str, revision: int, values: dict) -> bool:
+    """Insert or replace a replica row unless it already holds this revision or a newer one.
+
+    Revision 0 (an event from before revisions existed) always applies.
+    """
+    current = (await tx.conn.execute(select(table.c.revision).where(table.c[key] == key_value))).first()
+    if current is not None and revision and current.revision >= revision:
+        log.info("replica.stale_ignored", table=table.name, key=key_value, revision=revision,
+                 held=current.revision)
+        return False
+    await tx.conn.execute(delete(table).where(table.c[key] == key_value))
+    await tx.conn.execute(table.insert().values(
+        **{key: key_value}, revision=revision, updated_at=utcnow(), **values))
+    return True
+
+
+async def replicate_item(tx: Tx, item: erp_pb2.Item, revision: int = 0) -> None:
+    await _replicate(tx, items, "sku", item.sku, revision, dict(
+        weight_grams=item.weight_grams, description=item.description, uom=item.uom,
+        currency_code=item.unit_price.currency_code, unit_price_minor=item.unit_price.amount_minor,
+        active=item.active))
+
+
+async def replicate_customer(tx: Tx, c: erp_pb2.Customer, revision: int = 0) -> None:
+    await _replicate(tx, customers, "customer_id", c.customer_id, revision, dict(
+        name=c.name, currency_code=c.currency_code, credit_limit_minor=c.credit_limit.amount_minor,
+        blocked=c.blocked))
+
+
+# ---- stock as of a movement sequence (inventory reconciliation) ----
+
+MAX_AS_OF = 1000
+
+
+async def inventory_as_of(conn: AsyncConnection, refs) -> list[wms_pb2.InventoryAsOf]:
+    """On hand of each position right after the given sequence, from the movement history,
+    with the current position and the first later movement (and whether its event is still
+    in the outbox, i.e. not yet published)."""
+    refs = list(refs)
+    problems = []
+    if len(refs) > MAX_AS_OF:
+        problems.append(("positions", f"at most {MAX_AS_OF} per call"))
+    for i, r in enumerate(refs):
+        if not r.sku or not r.warehouse_id or r.sequence < 0:
+            problems.append((f"positions[{i}]", "sku, warehouse_id and a sequence >= 0 are required"))
+    if problems:
+        raise InvalidArgument(problems)
+    if not refs:
+        return []
+    pairs = list({(r.warehouse_id, r.sku) for r in refs})
+    current = {(r.warehouse_id, r.sku): r for r in (await conn.execute(
+        select(stock.c.warehouse_id, stock.c.sku, stock.c.on_hand, stock.c.sequence)
+        .where(tuple_(stock.c.warehouse_id, stock.c.sku).in_(pairs)))).all()}
+    wanted = list({(r.warehouse_id, r.sku, s) for r in refs for s in (r.sequence, r.sequence + 1)})
+    m = stock_movements.c
+    moves = {(r.warehouse_id, r.sku, r.sequence): r for r in (await conn.execute(
+        select(m.warehouse_id, m.sku, m.sequence, m.on_hand_after, m.event_id, m.at)
+        .where(tuple_(m.warehouse_id, m.sku, m.sequence).in_(wanted)))).all()}
+    next_ids = [mv.event_id for (_w, _s, seq), mv in moves.items() if mv.event_id]
+    unpublished = set((await conn.execute(
+        select(outbox.c.event_id).where(outbox.c.event_id.in_(next_ids)))).scalars()) if next_ids else set()
+    out = []
+    for r in refs:
+        pos = current.get((r.warehouse_id, r.sku))
+        at = moves.get((r.warehouse_id, r.sku, r.sequence))
+        nxt = moves.get((r.warehouse_id, r.sku, r.sequence + 1))
+        a = wms_pb2.InventoryAsOf(
+            sku=r.sku, warehouse_id=r.warehouse_id, sequence=r.sequence, exists=pos is not None,
+            known=r.sequence == 0 or at is not None,
+            on_hand_at_sequence=at.on_hand_after if at is not None else 0,
+            current_sequence=pos.sequence if pos is not None else 0,
+            current_on_hand=pos.on_hand if pos is not None else 0,
+            next_movement_unpublished=nxt is not None and nxt.event_id in unpublished)
+        if at is not None:
+            a.sequence_time.FromDatetime(at.at)
+        if nxt is not None:
+            a.next_movement_time.FromDatetime(nxt.at)
+        out.append(a)
+    return out
 
 
 # ---- fulfilment orders ----

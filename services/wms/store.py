@@ -1,9 +1,11 @@
-"""WMS store: warehouses, stock, receipts, fulfilment orders and the item replica."""
+"""WMS store: warehouses, stock and its movement history, receipts, fulfilment
+orders, return receipts and the master-data replica."""
 
 from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -13,6 +15,9 @@ from sqlalchemy import (
     PrimaryKeyConstraint,
     String,
     Table,
+    Text,
+    false,
+    true,
 )
 
 from services.mesh.store import BigId, runtime_tables
@@ -105,11 +110,88 @@ milestones = Table(
     Column("at", DateTime(timezone=True), nullable=False),
 )
 
-# Replica of the ERP item master (erp.item.upserted).
+# Every stock movement, append-only: what was on hand after each sequence of a
+# position (inventory reconciliation asks "as of sequence N"), and the event
+# that announced it (still in the outbox = not yet published).
+stock_movements = Table(
+    "stock_movements",
+    metadata,
+    Column("warehouse_id", String(64), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("sequence", BigInteger, nullable=False),
+    Column("delta", BigInteger, nullable=False),
+    Column("on_hand_after", BigInteger, nullable=False),
+    # RECEIPT, SHIPMENT, ADJUSTMENT, RETURN; BASELINE for history started by a migration.
+    Column("reason", String(32), nullable=False),
+    Column("reference", String(100), nullable=False, default=""),
+    Column("event_id", String(36), nullable=False, default=""),
+    Column("at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("warehouse_id", "sku", "sequence"),
+)
+
+# Returns announced by an RMA (cmd.wms.return.expect), received at the dock,
+# inspected line by line. EXPECTED -> RECEIVED -> INSPECTED, or CANCELLED /
+# REJECTED. A cancel that arrives first leaves a CANCELLED tombstone.
+return_receipts = Table(
+    "return_receipts",
+    metadata,
+    Column("rma_number", String(100), primary_key=True),
+    Column("return_id", String(64), nullable=False, default=""),
+    Column("order_id", String(64), nullable=False, default=""),
+    Column("warehouse_id", String(64), nullable=False, default=""),
+    Column("status", String(20), nullable=False),
+    Column("status_reason", Text, nullable=False, default=""),
+    # When the returns autopilot moves it on (NULL: it waits for a handheld).
+    Column("next_step_at", DateTime(timezone=True)),
+    Column("expected_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True)),
+    Column("inspected_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("traceparent", String(64), nullable=False, default=""),
+    Index("ix_return_receipts_status_next_step_at", "status", "next_step_at"),
+)
+
+return_receipt_lines = Table(
+    "return_receipt_lines",
+    metadata,
+    Column("rma_number", String(100), nullable=False),
+    Column("line_number", Integer, nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("reason_code", String(32), nullable=False, default=""),
+    Column("expected_quantity", BigInteger, nullable=False),
+    Column("received_quantity", BigInteger, nullable=False, default=0),
+    Column("restocked_quantity", BigInteger, nullable=False, default=0),
+    Column("scrapped_quantity", BigInteger, nullable=False, default=0),
+    Column("refused_quantity", BigInteger, nullable=False, default=0),
+    Column("note", Text, nullable=False, default=""),
+    PrimaryKeyConstraint("rma_number", "line_number"),
+)
+
+# Replica of the ERP item master (erp.item.upserted); ``revision`` orders the
+# changes, so a stale event never overwrites a newer one.
 items = Table(
     "items",
     metadata,
     Column("sku", String(64), primary_key=True),
     Column("weight_grams", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("description", Text, nullable=False, default="", server_default=""),
+    Column("uom", String(16), nullable=False, default="", server_default=""),
+    Column("currency_code", String(3), nullable=False, default="", server_default=""),
+    Column("unit_price_minor", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("active", Boolean, nullable=False, default=True, server_default=true()),
+    Column("revision", BigInteger, nullable=False, default=0, server_default="0"),
+)
+
+# Replica of the ERP customers (erp.customer.upserted).
+customers = Table(
+    "customers",
+    metadata,
+    Column("customer_id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False, default=""),
+    Column("currency_code", String(3), nullable=False, default=""),
+    Column("credit_limit_minor", BigInteger, nullable=False, default=0),
+    Column("blocked", Boolean, nullable=False, default=False, server_default=false()),
+    Column("revision", BigInteger, nullable=False, default=0),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
