@@ -8,6 +8,7 @@ import grpc
 import structlog
 from grpc_status import rpc_status
 
+from . import telemetry
 from .errors import DomainError
 
 log = structlog.get_logger()
@@ -51,7 +52,7 @@ def client_channel(addr: str, services: list[str]) -> grpc.aio.Channel:
     if "," in addr:
         addr = "ipv4:" + addr
         options.append(("grpc.lb_policy_name", "round_robin"))
-    return grpc.aio.insecure_channel(addr, options=options)
+    return grpc.aio.insecure_channel(addr, options=options, interceptors=telemetry.client_interceptors())
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):

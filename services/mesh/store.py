@@ -190,7 +190,9 @@ class Tx:
                 f"not {contracts.type_name(message)}"
             )
         event_id = event_id or str(uuid.uuid4())
-        headers = build_headers(message, source=self.store.service, event_id=event_id, key=key)
+        # The message's PRODUCER span: the consumer's span is its child.
+        with telemetry.producer_span(subject, event_id):
+            headers = build_headers(message, source=self.store.service, event_id=event_id, key=key)
         await self.conn.execute(
             self.store.outbox.insert().values(
                 event_id=event_id,

@@ -22,8 +22,9 @@ class OrderToShipServicer(order_to_ship_pb2_grpc.OrderToShipServiceServicer):
         self.settings = settings
 
     async def SubmitOrder(self, request, context):
-        # The root of the order's trace: every later step carries it.
-        with telemetry.tracer().start_as_current_span("SubmitOrder", kind=SpanKind.SERVER):
+        # The order's trace starts with this call (the gRPC server span is its
+        # parent, or the channel's span when it sent a traceparent).
+        with telemetry.tracer().start_as_current_span("ordertoship.submit_order", kind=SpanKind.INTERNAL):
             order = await service.submit_order(
                 self.store, self.clients, request,
                 default_policy=self.settings.default_shortage_policy,

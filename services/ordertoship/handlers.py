@@ -13,7 +13,7 @@ log = structlog.get_logger()
 
 
 async def on_system_event(env: Envelope, tx: Tx) -> None:
-    if not await service.advance(tx, env.subject, env.body):
+    if not await service.advance(tx, env.subject, env.body, event_time=env.time):
         log.info("event.for_unknown_order", subject=env.subject, id=env.id, key=env.key)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 
 import grpc
 from google.protobuf.message import Message
@@ -22,7 +23,7 @@ from crossdock.erp.v1 import erp_pb2
 from crossdock.ordertoship.v1 import messages_pb2 as events
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
 from crossdock.wms.v1 import wms_pb2
-from services.mesh import telemetry
+from services.mesh import metrics, telemetry
 from services.mesh.app import TRANSIENT, Clients
 from services.mesh.errors import (
     DownstreamUnavailable,
@@ -381,7 +382,8 @@ async def _append(tx: Tx, order_id: str, status: str, entry: workflow.Entry) -> 
         detail=entry.detail, trace_id=telemetry.current_trace_id()))
 
 
-async def _apply(tx: Tx, row, order: workflow.Order, decision: workflow.Decision) -> None:
+async def _apply(tx: Tx, row, order: workflow.Order, decision: workflow.Decision, *,
+                 subject: str = "", event_time: datetime | None = None) -> None:
     status = decision.status or row.status
     values: dict = {"version": row.version + 1, "updated_at": utcnow(), **decision.updates}
     if decision.status:
@@ -403,9 +405,33 @@ async def _apply(tx: Tx, row, order: workflow.Order, decision: workflow.Decision
             from_status=pb.OrderStatus.Value(f"ORDER_STATUS_{row.status}"),
             to_status=pb.OrderStatus.Value(f"ORDER_STATUS_{decision.status}"),
             reason=decision.reason or ""), key=row.order_id)
+        _observe(row, decision.status, subject, event_time)
 
 
-async def advance(tx: Tx, subject: str, body: Message) -> bool:
+# Business exceptions, by the fact that causes them.
+EXCEPTIONS = {"erp.salesorder.rejected": "credit_rejected", "wms.fulfilment.backordered": "shortage_backordered",
+              "wms.fulfilment.rejected": "shortage_cancelled", "tms.shipment.booking_failed": "booking_failed"}
+
+
+def _observe(row, status: str, subject: str, event_time: datetime | None) -> None:
+    """The business timings and exceptions of one change of status (Prometheus)."""
+    if kind := EXCEPTIONS.get(subject):
+        metrics.business_exception(kind)
+    if status in ("INVOICED", "REJECTED", "CANCELLED"):
+        metrics.order_finished(status)
+    if status == "RELEASED":
+        metrics.observe_business("order_release_delay", metrics.seconds_since(row.created_at))
+    elif status == "SHIPPED" and event_time is not None:
+        # The shipment confirmed in WMS (its event time) -> posted to ERP (now).
+        metrics.observe_business("shipment_posting_lag", metrics.seconds_since(event_time))
+    elif status == "INVOICED":
+        metrics.observe_business("order_completion", metrics.seconds_since(row.created_at))
+        if row.status == "SHIPPED" and event_time is not None:
+            # Posted to ERP (the SHIPPED change, last update) -> invoiced by ERP (its event time).
+            metrics.observe_business("invoice_timing", metrics.seconds_since(row.updated_at, event_time))
+
+
+async def advance(tx: Tx, subject: str, body: Message, *, event_time: datetime | None = None) -> bool:
     """Apply one system event to its order; False when it names no order of ours."""
     order_id = workflow.order_id_of(subject, body)
     row, lines = await _load(tx.conn, order_id, lock=True)
@@ -414,7 +440,7 @@ async def advance(tx: Tx, subject: str, body: Message) -> bool:
     order = workflow_order(row, lines)
     decision = workflow.react(order, subject, body)
     if decision.changes_anything:
-        await _apply(tx, row, order, decision)
+        await _apply(tx, row, order, decision, subject=subject, event_time=event_time)
     return True
 
 
