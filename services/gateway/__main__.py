@@ -1,0 +1,124 @@
+"""`python -m services.gateway`: the experience API — HTTP/JSON (FastAPI on
+uvicorn) and the gRPC edge, in one process, on the shared ServiceApp runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from crossdock.admin.v1 import admin_pb2_grpc
+from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
+from crossdock.reconciliation.v1 import reconciliation_pb2_grpc
+from crossdock.returns.v1 import returns_pb2_grpc
+from services.mesh.app import ResilientStub, ServiceApp, run
+from services.mesh.grpcutil import client_channel
+
+from . import http_api
+from .governance import Governance
+from .grpc_edge import Edge, OrderToShipEdge, ReturnsEdge
+from .store import metadata
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class Core:
+    """What the HTTP API and the gRPC edge share."""
+
+    def __init__(self, app: ServiceApp) -> None:
+        self.app = app
+        self.settings = app.settings
+        self.store = app.store
+        self.log = app.log
+        self.stopping = app.stopping
+        self.governance = Governance(app.store, app.settings)
+
+    # Downstream stubs, made on first use (channels connect lazily anyway).
+    @cached_property
+    def ots(self) -> Any:
+        return self.app.clients.stub("ordertoship")
+
+    @cached_property
+    def returns(self) -> Any:
+        return self.app.clients.stub("returns")
+
+    @cached_property
+    def wms(self) -> Any:
+        return self.app.clients.wms
+
+    @cached_property
+    def tms(self) -> Any:
+        return self.app.clients.tms
+
+    @cached_property
+    def dead_letters(self) -> Any:
+        # Served by every service (the dead-letter stream is shared).
+        return self._stub(self.app, "ordertoship", admin_pb2_grpc.DeadLetterServiceStub,
+                          "crossdock.admin.v1.DeadLetterService")
+
+    @cached_property
+    def reconciliation(self) -> Any:
+        return self._stub(self.app, "returns", reconciliation_pb2_grpc.ReconciliationServiceStub,
+                          "crossdock.reconciliation.v1.ReconciliationService")
+
+    @staticmethod
+    def _stub(app: ServiceApp, service: str, cls: Any, full_name: str) -> ResilientStub:
+        channel = client_channel(app.settings.addr(service), [full_name])
+        app.clients._channels[f"{service}:{full_name}"] = channel  # noqa: SLF001 - closed with the others
+        return ResilientStub(service, cls(channel), app.clients.breakers, app.settings.rpc_timeout)
+
+
+class _Server(uvicorn.Server):
+    # The ServiceApp owns SIGTERM/SIGINT (graceful stop of both transports).
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield
+
+    def install_signal_handlers(self) -> None:  # older uvicorn
+        pass
+
+
+def bind_http(app: ServiceApp) -> socket.socket:
+    s = app.settings
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit it: no Nagle delay between headers and body.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sock.bind((s.gateway_http_host, s.gateway_http_port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    port = sock.getsockname()[1]
+    (s.resolved_data_dir / f"gateway{s.instance}-http.port").write_text(str(port))
+    return sock
+
+
+def bootstrap(app: ServiceApp) -> None:
+    core = Core(app)
+    edge = Edge(core)
+    app.add_servicer(order_to_ship_pb2_grpc.add_OrderToShipServiceServicer_to_server,
+                     OrderToShipEdge(edge), "crossdock.ordertoship.v1.OrderToShipService")
+    app.add_servicer(returns_pb2_grpc.add_ReturnsServiceServicer_to_server,
+                     ReturnsEdge(edge), "crossdock.returns.v1.ReturnsService")
+    fastapi_app = http_api.create_app(core)
+
+    async def http_server(stopping: asyncio.Event) -> None:
+        sock = bind_http(app)
+        config = uvicorn.Config(fastapi_app, log_config=None, access_log=False, lifespan="off",
+                                server_header=False, timeout_graceful_shutdown=5)
+        server = _Server(config)
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        app.log.info("gateway.http.started", port=sock.getsockname()[1])
+        await stopping.wait()
+        server.should_exit = True
+        await task
+
+    app.add_loop(http_server)
+
+
+if __name__ == "__main__":
+    run("gateway", metadata, MIGRATIONS, bootstrap)

@@ -1,0 +1,111 @@
+"""Request validation of the gRPC edge (the equivalent of protovalidate rules,
+which cannot be used here: see the notes): a malformed request gets
+INVALID_ARGUMENT with one field violation per problem."""
+
+from __future__ import annotations
+
+import re
+
+from crossdock.ordertoship.v1 import order_to_ship_pb2 as ots
+from crossdock.returns.v1 import returns_pb2 as rpb
+
+ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+MAX_LINES = 100
+MAX_QUANTITY = 1_000_000
+
+
+def _id(v: list, field: str, value: str, *, required: bool = True) -> None:
+    if not value:
+        if required:
+            v.append((field, "required"))
+    elif not ID.match(value):
+        v.append((field, "1-64 letters, digits or . _ : -"))
+
+
+def _page(v: list, size: int, token: str, cap: int) -> None:
+    if size < 0 or size > cap:
+        v.append(("page_size", f"must be between 0 and {cap}"))
+    if len(token) > 500:
+        v.append(("page_token", "too long"))
+
+
+def submit_order(r: ots.SubmitOrderRequest) -> list[tuple[str, str]]:
+    v: list[tuple[str, str]] = []
+    if not r.request_id or len(r.request_id) > 128:
+        v.append(("request_id", "required, at most 128 characters"))
+    _id(v, "customer_id", r.customer_id, required=False)
+    _id(v, "warehouse_id", r.warehouse_id, required=False)
+    _id(v, "service_level", r.service_level, required=False)
+    if not r.lines:
+        v.append(("lines", "at least one line"))
+    if len(r.lines) > MAX_LINES:
+        v.append(("lines", f"at most {MAX_LINES} lines"))
+    for i, ln in enumerate(r.lines):
+        _id(v, f"lines[{i}].sku", ln.sku)
+        if not 1 <= ln.quantity <= MAX_QUANTITY:
+            v.append((f"lines[{i}].quantity", f"between 1 and {MAX_QUANTITY}"))
+        if ln.HasField("unit_price"):
+            v.append((f"lines[{i}].unit_price", "set by the service; must be empty"))
+        if ln.line_number:
+            v.append((f"lines[{i}].line_number", "set by the service; must be empty"))
+    if r.HasField("ship_to") and not re.fullmatch(r"[A-Z]{2}", r.ship_to.country_code):
+        v.append(("ship_to.country_code", "ISO 3166-1 alpha-2"))
+    if r.shortage_policy not in ots.ShortagePolicy.values():
+        v.append(("shortage_policy", "unknown value"))
+    return v
+
+
+def order_id(r) -> list[tuple[str, str]]:
+    v: list[tuple[str, str]] = []
+    _id(v, "order_id", r.order_id)
+    if len(getattr(r, "reason", "")) > 500:
+        v.append(("reason", "at most 500 characters"))
+    return v
+
+
+def list_orders(r: ots.ListOrdersRequest, cap: int) -> list[tuple[str, str]]:
+    v: list[tuple[str, str]] = []
+    _page(v, r.page_size, r.page_token, cap)
+    _id(v, "customer_id", r.customer_id, required=False)
+    if r.status not in ots.OrderStatus.values():
+        v.append(("status", "unknown value"))
+    return v
+
+
+def create_return(r: rpb.CreateReturnRequest) -> list[tuple[str, str]]:
+    v: list[tuple[str, str]] = []
+    if not r.request_id or len(r.request_id) > 128:
+        v.append(("request_id", "required, at most 128 characters"))
+    _id(v, "order_id", r.order_id)
+    if not r.lines or len(r.lines) > MAX_LINES:
+        v.append(("lines", f"between 1 and {MAX_LINES} lines"))
+    for i, ln in enumerate(r.lines):
+        if not ln.sku and not ln.line_number:
+            v.append((f"lines[{i}].sku", "sku or line_number required"))
+        elif ln.sku:
+            _id(v, f"lines[{i}].sku", ln.sku)
+        if not 1 <= ln.quantity <= MAX_QUANTITY:
+            v.append((f"lines[{i}].quantity", f"between 1 and {MAX_QUANTITY}"))
+        if ln.reason not in rpb.ReturnReason.values() or ln.reason == 0:
+            v.append((f"lines[{i}].reason", "required"))
+        for f in ("unit_price", "credit"):
+            if ln.HasField(f):
+                v.append((f"lines[{i}].{f}", "set by the service; must be empty"))
+        for f in ("received_quantity", "restocked_quantity", "scrapped_quantity", "refused_quantity"):
+            if getattr(ln, f):
+                v.append((f"lines[{i}].{f}", "set by the service; must be empty"))
+    return v
+
+
+def return_id(r) -> list[tuple[str, str]]:
+    v: list[tuple[str, str]] = []
+    _id(v, "return_id", r.return_id)
+    return v
+
+
+def list_returns(r: rpb.ListReturnsRequest, cap: int) -> list[tuple[str, str]]:
+    v: list[tuple[str, str]] = []
+    _page(v, r.page_size, r.page_token, cap)
+    _id(v, "order_id", r.order_id, required=False)
+    _id(v, "customer_id", r.customer_id, required=False)
+    return v

@@ -1,0 +1,55 @@
+"""Gateway rules without I/O: gRPC request validation, tokens, problem mapping."""
+
+from __future__ import annotations
+
+from crossdock.ordertoship.v1 import order_to_ship_pb2 as ots
+from crossdock.returns.v1 import returns_pb2 as rpb
+from services.gateway import validation
+from services.gateway.governance import ApiClient, fingerprint, parse_token, trace_id_from
+from services.gateway.problems import from_grpc
+from services.mesh.errors import DownstreamUnavailable
+
+
+def fields(violations) -> set[str]:
+    return {f for f, _ in violations}
+
+
+def test_a_good_submission_has_no_violation():
+    r = ots.SubmitOrderRequest(request_id="r1", customer_id="C-1", lines=[ots.OrderLine(sku="SKU-1", quantity=2)])
+    assert validation.submit_order(r) == []
+
+
+def test_a_malformed_submission_names_every_field():
+    r = ots.SubmitOrderRequest(request_id="", customer_id="bad id!", shortage_policy=7,
+                               lines=[ots.OrderLine(sku="", quantity=0, line_number=3)])
+    r.lines[0].unit_price.amount_minor = 5
+    r.ship_to.country_code = "usa"
+    assert fields(validation.submit_order(r)) == {
+        "request_id", "customer_id", "shortage_policy", "lines[0].sku", "lines[0].quantity",
+        "lines[0].unit_price", "lines[0].line_number", "ship_to.country_code"}
+
+
+def test_returns_and_listings():
+    bad = rpb.CreateReturnRequest(request_id="r", order_id="", lines=[rpb.ReturnLine(quantity=1)])
+    assert fields(validation.create_return(bad)) == {"order_id", "lines[0].sku", "lines[0].reason"}
+    assert fields(validation.list_orders(ots.ListOrdersRequest(page_size=1000), 100)) == {"page_size"}
+    assert validation.list_returns(rpb.ListReturnsRequest(page_size=10), 100) == []
+
+
+def test_tokens_tenants_and_fingerprints():
+    assert parse_token("cdk_cl_1.secret") == ("cl_1", "secret")
+    for bad in ("", "cdk_", "cdk_cl_1", "cdk_.x", "Bearer x", "cdk_cl_1." + "x" * 300):
+        assert parse_token(bad) is None
+    bound = ApiClient("c", "n", "web", "C-1", frozenset(), 0)
+    desk = ApiClient("d", "n", "desk", "", frozenset(), 0)
+    assert bound.owns("C-1") and not bound.owns("C-2") and desk.owns("C-2")
+    assert fingerprint("/v1/orders", {"a": 1, "b": 2}) == fingerprint("/v1/orders", {"b": 2, "a": 1})
+    assert fingerprint("/v1/orders", {"a": 1}) != fingerprint("/v1/orders", {"a": 2})
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    assert trace_id_from(tp) == "0af7651916cd43dd8448eb211c80319c" and len(trace_id_from(None)) == 32
+
+
+def test_an_open_breaker_is_a_503_with_retry_after_and_anything_else_never_a_500():
+    p = from_grpc(DownstreamUnavailable("wms"))
+    assert p.status == 503 and p.headers["Retry-After"]
+    assert from_grpc(RuntimeError("boom")).status == 502
