@@ -60,6 +60,6 @@ migration: $(GEN) ## autogenerate a migration: make migration SERVICE=erp MSG="a
 	$(PY) scripts/new_migration.py $(SERVICE) "$(MSG)"
 .PHONY: migration
 
-chaos: $(GEN) ## the full fault-injection run (2,000 orders under faults) and its summary
-	$(PY) -m tests.faults.chaos --orders 2000 --erp-outage 30 --json .data/chaos-summary.json
+chaos: $(GEN) ## the full fault-injection run (2,000 orders + 200 returns under faults) and its summary
+	$(PY) -m tests.faults.chaos --orders 2000 --returns 200 --erp-outage 30 --json .data/chaos-summary.json
 .PHONY: chaos

@@ -76,12 +76,13 @@ def outcome_table(out: workload.Outcome) -> Table:
     }
     table = Table(title="Sample workload outcome")
     table.add_column("outcome")
-    table.add_column("orders", justify="right")
+    table.add_column("count", justify="right")
     table.add_column("example")
     for status, count in sorted(out.counts().items(), key=lambda kv: -kv[1]):
         example = next(o for o in out.orders.values() if _status(o.status) == status)
         reason = f" — {example.status_reason}" if example.status_reason else ""
         table.add_row(labels.get(status, status.lower()), str(count), f"{example.order_id}{reason}")
+    returns.add_outcome_rows(table, out)
     return table
 
 
@@ -95,6 +96,7 @@ async def _demo(stubs: Stubs, n: int, timeout: float) -> workload.Outcome:
             stubs.ots, requests, timeout=timeout,
             on_submitted=lambda k: progress.update(sub, completed=k),
             on_settled=lambda k: progress.update(done, completed=k))
+        await returns.demo_returns(stubs.channels["returns"], out, progress)
     console.print(outcome_table(out))
     console.print(f"{len(out.orders)} orders submitted in {out.submitted_in:.1f}s, settled in "
                   f"{out.settled_in:.1f}s: {out.completed_per_second:.1f} orders/s shipped+invoiced"
@@ -236,6 +238,7 @@ def up(
     if fresh and folder.exists():
         shutil.rmtree(folder)
     ports = {n: int(settings.addr(n).rsplit(":", 1)[1]) for n in SERVICES}
+    ports["gateway-http"] = settings.gateway_http_port
     nats_port = int(settings.nats_url.rsplit(":", 1)[1])
     mesh = Mesh(folder, ports=ports, nats_port=nats_port)
     stop = threading.Event()
@@ -245,6 +248,9 @@ def up(
             mesh.start(progress=lambda msg: status.update(msg))
         console.print(f"mesh up: nats {mesh.nats.url}, " + ", ".join(
             f"{n} {p.addr}" for n, p in mesh.services.items()) + f"; logs in {mesh.data_dir / 'logs'}")
+        if "gateway" in mesh.services:
+            console.print(f"gateway HTTP/JSON API: {mesh.http_url()} (OpenAPI at {mesh.http_url()}/openapi.json; "
+                          "API keys: `crossdock clients create`)")
         os.environ["CROSSDOCK_NATS_URL"] = mesh.nats.url
         seed()
         if demo_orders:
@@ -269,6 +275,16 @@ from . import dlq  # noqa: E402
 
 app.add_typer(dlq.app, name="dlq")
 
+from . import finance, returns  # noqa: E402
+
+app.add_typer(returns.app, name="returns")
+app.add_typer(finance.export_app, name="export")
+app.command()(finance.reconcile)
+from . import status as status_commands  # noqa: E402, F401  (registers `crossdock status` and `crossdock trace`)
+
 
 def main() -> None:
     app()
+
+
+from . import clients  # noqa: E402, F401  (registers `crossdock clients`)

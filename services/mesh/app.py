@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import nats.errors
 import structlog
 from aiolimiter import AsyncLimiter
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,10 +25,16 @@ from grpc_reflection.v1alpha import reflection
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 from sqlalchemy import MetaData
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from crossdock.admin.v1 import admin_pb2_grpc
 
-from . import faults
+from . import faults, metrics, telemetry
 from .bus import Bus, Consumer, Handler, OutboxRelay
 from .config import Settings, load_settings
 from .deadletters import DeadLetterServicer
@@ -35,7 +42,6 @@ from .errors import DownstreamUnavailable
 from .grpcutil import SERVER_OPTIONS, ErrorInterceptor, client_channel
 from .log import configure_logging
 from .store import Store
-from .telemetry import setup_tracing
 
 log = structlog.get_logger()
 
@@ -45,12 +51,14 @@ _STUBS: dict[str, tuple[str, str]] = {
     "wms": ("crossdock.wms.v1.wms_pb2_grpc", "WmsServiceStub"),
     "tms": ("crossdock.tms.v1.tms_pb2_grpc", "TmsServiceStub"),
     "ordertoship": ("crossdock.ordertoship.v1.order_to_ship_pb2_grpc", "OrderToShipServiceStub"),
+    "returns": ("crossdock.returns.v1.returns_pb2_grpc", "ReturnsServiceStub"),
 }
 _FULL_NAMES = {
     "erp": "crossdock.erp.v1.ErpService",
     "wms": "crossdock.wms.v1.WmsService",
     "tms": "crossdock.tms.v1.TmsService",
     "ordertoship": "crossdock.ordertoship.v1.OrderToShipService",
+    "returns": "crossdock.returns.v1.ReturnsService",
 }
 
 
@@ -137,7 +145,9 @@ class ServiceApp:
         self.store = Store(name, settings.store_url(name), metadata)
         self.bus = Bus(name, settings.nats_url, replicas=settings.stream_replicas)
         self.clients = Clients(settings)
-        interceptors = [ErrorInterceptor()]
+        # Outermost first: the trace span, then latency, then error mapping.
+        interceptors = [*telemetry.server_interceptors(), metrics.ServerMetricsInterceptor(),
+                        ErrorInterceptor()]
         if faults.enabled():
             interceptors.append(faults.FaultInterceptor())
         self.server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
@@ -180,8 +190,16 @@ class ServiceApp:
     async def serve(self, migrations_dir: Path) -> None:
         s = self.settings
         await self.store.migrate(migrations_dir)
-        await self.bus.connect()
-        await self.bus.ensure_streams()
+        # A broker that is down or restarting delays the start; it does not fail it.
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(120), wait=wait_exponential_jitter(0.2, 5), reraise=True,
+            retry=retry_if_exception_type((OSError, TimeoutError, nats.errors.Error)),
+            before_sleep=lambda rs: self.log.warning("nats.unavailable_at_start",
+                                                     attempt=rs.attempt_number)):
+            with attempt:
+                if self.bus.nc is None or self.bus.nc.is_closed:
+                    await self.bus.connect()
+                await self.bus.ensure_streams()
 
         self.add_servicer(admin_pb2_grpc.add_DeadLetterServiceServicer_to_server,
                           DeadLetterServicer(self.bus), "crossdock.admin.v1.DeadLetterService")
@@ -193,10 +211,15 @@ class ServiceApp:
         port = self.server.add_insecure_port(f"{s.grpc_host}:{s.port_for(self.name)}")
         (s.resolved_data_dir / f"{self.name}{s.instance}.port").write_text(str(port))
         await self.server.start()
+        metrics.serve(self.name, s)
+        metrics.track_consumers(self.consumers)
 
         tasks = [asyncio.create_task(self.relay.run(), name="outbox-relay")]
         tasks += [asyncio.create_task(c.run(), name=c.durable) for c in self.consumers]
         tasks += [asyncio.create_task(loop(self.stopping), name=loop.__name__) for loop in self._loops]
+        tasks.append(asyncio.create_task(metrics.poll_jetstream(self.bus, self.consumers, self.stopping,
+                                                               s.metrics_poll_interval),
+                                         name="metrics-poller"))
         for name in ["", *self._service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.log.info("service.started", port=port, consumers=[c.durable for c in self.consumers])
@@ -235,7 +258,7 @@ def run(name: str, metadata: MetaData, migrations_dir: Path,
     """Entry point of ``python -m services.<name>``."""
     settings = load_settings()
     configure_logging(name, settings.log_level, settings.log_format)
-    setup_tracing(name)
+    telemetry.setup_tracing(name, settings.instance)
 
     async def main() -> None:
         app = ServiceApp(name, settings, metadata)
@@ -245,4 +268,7 @@ def run(name: str, metadata: MetaData, migrations_dir: Path,
         bootstrap(app)
         await app.serve(migrations_dir)
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        telemetry.shutdown_tracing()

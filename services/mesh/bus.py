@@ -44,7 +44,7 @@ from nats.js.api import (
 from opentelemetry.trace import SpanKind
 from sqlalchemy import delete, select
 
-from . import contracts, faults, telemetry
+from . import contracts, faults, metrics, telemetry
 from .store import Store, Tx, utcnow
 
 log = structlog.get_logger()
@@ -365,6 +365,7 @@ class Consumer:
                 await msg.ack()
                 if claimed:
                     self.stats.handled += 1
+                    metrics.observe_event_lag(self.durable, env.time)
                     log.debug("message.handled", consumer=self.durable, subject=msg.subject, id=env.id)
                 else:
                     self.stats.duplicates += 1

@@ -15,9 +15,10 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # System services start first: the process services look them up at start.
 SYSTEM_SERVICES = ("erp", "wms", "tms")
-PROCESS_SERVICES = ("ordertoship",)
+PROCESS_SERVICES = ("ordertoship", "returns", "gateway")
 SERVICES = SYSTEM_SERVICES + PROCESS_SERVICES
-DEFAULT_PORTS = {"erp": 50051, "wms": 50052, "tms": 50053, "ordertoship": 50054}
+DEFAULT_PORTS = {"erp": 50051, "wms": 50052, "tms": 50053, "ordertoship": 50054, "returns": 50055,
+                 "gateway": 50056}
 
 
 class Settings(BaseSettings):
@@ -36,6 +37,8 @@ class Settings(BaseSettings):
     wms_addr: str = f"127.0.0.1:{DEFAULT_PORTS['wms']}"
     tms_addr: str = f"127.0.0.1:{DEFAULT_PORTS['tms']}"
     ordertoship_addr: str = f"127.0.0.1:{DEFAULT_PORTS['ordertoship']}"
+    returns_addr: str = f"127.0.0.1:{DEFAULT_PORTS['returns']}"
+    gateway_addr: str = f"127.0.0.1:{DEFAULT_PORTS['gateway']}"
     # SQLAlchemy URL of this service's own store; SQLite under data_dir when
     # empty. postgresql://... URLs are used with asyncpg.
     database_url: str = ""
@@ -63,6 +66,13 @@ class Settings(BaseSettings):
     erp_posting_rate: float = Field(default=0, ge=0)
     # Replica number when several instances of a service run (port file name).
     instance: str = ""
+    # Prometheus /metrics (services/mesh/metrics.py): 0 picks a free port and
+    # writes it to <data_dir>/<service><instance>-metrics.port; -1 turns it
+    # off. Host: the gRPC host when empty. JetStream consumer info is polled
+    # every metrics_poll_interval seconds.
+    metrics_port: int = Field(default=0, ge=-1, le=65535)
+    metrics_host: str = ""
+    metrics_poll_interval: float = Field(default=5.0, gt=0)
 
     # ---- WMS autopilot (moves fulfilment on by itself) ----
     wms_autopilot: bool = True
@@ -72,6 +82,43 @@ class Settings(BaseSettings):
 
     # ---- order-to-ship ----
     default_shortage_policy: str = Field(default="BACKORDER", pattern="^(BACKORDER|CANCEL)$")
+
+    # ---- WMS returns autopilot (receives and inspects expected returns by itself) ----
+    wms_return_autopilot: bool = True
+    wms_return_receive_delay: float = Field(default=0.5, ge=0)
+    wms_return_inspect_delay: float = Field(default=0.5, ge=0)
+    # Disposition of a returned line by its reason code: REASON=RESTOCK|SCRAP|REFUSE,
+    # comma-separated; "*" matches any other reason.
+    wms_return_rules: str = Field(
+        default="NOT_NEEDED=RESTOCK,WRONG_ITEM=RESTOCK,DEFECTIVE=SCRAP,DAMAGED=SCRAP,*=REFUSE",
+        pattern=r"^\s*[A-Z_*]+\s*=\s*(RESTOCK|SCRAP|REFUSE)\s*(,\s*[A-Z_*]+\s*=\s*(RESTOCK|SCRAP|REFUSE)\s*)*$")
+
+    # ---- returns ----
+    # Seconds an authorised return may take to reach the warehouse (14 days).
+    returns_receive_window: float = Field(default=14 * 24 * 3600.0, gt=0)
+    # Seconds between checks of the receive-window timers.
+    returns_timer_interval: float = Field(default=1.0, gt=0)
+
+    # ---- inventory reconciliation (run by the returns process) ----
+    # Seconds between scheduled runs; 0 = on demand only.
+    reconcile_interval: float = Field(default=3600.0, ge=0)
+    # Scheduled runs also repair the ERP ledger.
+    reconcile_repair: bool = False
+    # Seconds after which a WMS movement ERP has not applied counts as lost.
+    reconcile_grace: float = Field(default=60.0, ge=0)
+
+    # ---- gateway (experience API) ----
+    # HTTP/JSON port; 0 picks a free one and writes it to <data_dir>/gateway-http.port.
+    gateway_http_host: str = "127.0.0.1"
+    gateway_http_port: int = Field(default=8080, ge=0, le=65535)
+    # Requests per second per API client (a client may carry its own).
+    gateway_rate_limit: float = Field(default=50.0, gt=0)
+    # Largest request body, in bytes (413 beyond).
+    gateway_max_body: int = Field(default=64 * 1024, ge=1)
+    # Largest page a client may ask for.
+    gateway_max_page_size: int = Field(default=100, ge=1, le=500)
+    # Seconds an idempotency record is kept.
+    gateway_idempotency_ttl: float = Field(default=24 * 3600.0, gt=0)
 
     def addr(self, service: str) -> str:
         """host:port, or several comma-separated (replicas: calls are spread round robin)."""

@@ -27,7 +27,7 @@ _DLQ_HEADERS = "crossdock-dlq-"
 
 
 def _seq(dead_letter_id: str, field: str = "dead_letter_id") -> int:
-    if not dead_letter_id.isdigit():
+    if not (dead_letter_id.isdigit() and 0 < int(dead_letter_id) < 2**63):
         raise InvalidArgument([(field, "a dead-letter id is a positive number")])
     return int(dead_letter_id)
 

@@ -146,6 +146,7 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         port_file = self.data_dir / f"{self.name}{self.instance}.port"
         port_file.unlink(missing_ok=True)
+        (self.data_dir / f"{self.name}{self.instance}-http.port").unlink(missing_ok=True)
         env = {**os.environ, **self.env, "CROSSDOCK_GRPC_PORT": str(self.port),
                "CROSSDOCK_INSTANCE": self.instance, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
@@ -253,6 +254,19 @@ class Mesh:
         """The first instance's address."""
         return self.services[name].addr
 
+    def http_url(self, name: str = "gateway") -> str:
+        """The HTTP base URL a service wrote to <data_dir>/<name>-http.port
+        (written once its HTTP listener is bound, just after gRPC)."""
+        port_file = self.data_dir / f"{name}-http.port"
+
+        def bound():
+            try:
+                return int(port_file.read_text())
+            except (FileNotFoundError, ValueError):
+                return None
+
+        return f"http://127.0.0.1:{wait_until(bound, 30, f'{name} to bind its HTTP port')}"
+
     def instances(self, name: str) -> list[ServiceProcess]:
         return [p for key, p in self.services.items() if key.split("#")[0] == name]
 
@@ -260,6 +274,9 @@ class Mesh:
         env = {
             "CROSSDOCK_NATS_URL": self.nats.url,
             "CROSSDOCK_DATA_DIR": str(self.data_dir),
+            # The gateway's HTTP port: fixed when given, else a free one (port file).
+            **({"CROSSDOCK_GATEWAY_HTTP_PORT": str(self.ports.get("gateway-http", 0))}
+               if name == "gateway" else {}),
             **self.extra_env,
         }
         for other in SERVICES:
