@@ -241,7 +241,7 @@ class Mesh:
         self.nats = NatsCluster(self.data_dir, nats_cluster) if nats_cluster else NatsServer(
             self.data_dir, nats_port)
         self.database_urls = database_urls or {}
-        self.extra_env = env or {}
+        self.extra_env = dict(env or {})  # never the caller's dict: it is changed below
         if nats_cluster:
             self.extra_env.setdefault("CROSSDOCK_STREAM_REPLICAS", str(min(nats_cluster, 3)))
         self.replicas = replicas

@@ -24,6 +24,7 @@ from types import SimpleNamespace
 
 import nats
 import nats.errors
+import nats.js.errors
 import pytest
 
 from services.mesh import contracts
@@ -211,7 +212,16 @@ async def test_services_work_within_their_nats_permissions(nats_cluster, rendere
             bus = Bus(service, with_credentials(nats_cluster.url, user, password), replicas=replicas)
             await bus.connect()
             bus.nc._error_cb = recorder(service)  # collect permission errors
-            await bus.ensure_streams()
+            # A loaded machine may still be electing the JetStream meta leader:
+            # retry "JetStream unavailable" as a service's start does.
+            for attempt in range(60):
+                try:
+                    await bus.ensure_streams()
+                    break
+                except nats.js.errors.ServiceUnavailableError:
+                    if attempt == 59:
+                        raise
+                    await asyncio.sleep(0.5)
             buses[service] = bus
         info = await buses["erp"].js.stream_info("CMD_ERP")
         assert info.config.num_replicas == 3
