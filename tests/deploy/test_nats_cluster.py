@@ -30,6 +30,7 @@ import pytest
 from services.mesh import contracts
 from services.mesh.bus import Bus, Consumer
 from services.mesh.config import Settings
+from tests.helpers import eventually
 
 from .conftest import REPO, Rendered, secret_by_ref, tool
 
@@ -241,14 +242,19 @@ async def test_services_work_within_their_nats_permissions(nats_cluster, rendere
                     await bus.nc.publish(subject, b"")
         for bus in buses.values():
             await bus.nc.flush()
-        await asyncio.sleep(0.3)  # the server's -ERR arrives after the flush's PONG
+        # The server's -ERR may arrive after the flush's PONG: wait for them.
+        def refusals_match() -> bool:
+            for service in services:
+                refused = {m.group(1) for v in violations[service]
+                           if (m := re.search(r'publish to "([^"]+)"', v, re.I))}
+                expected = {s for s in contracts.SUBJECTS if service not in designated_publishers(s)}
+                assert refused == expected, (
+                    f"{service}: NATS refused {sorted(refused)}, the design says {sorted(expected)}: "
+                    f"see the publish allow-list of user {service} in deploy/k8s/base/nats/nats.conf")
+            return True
+
+        await eventually(refusals_match, timeout=10, what="the publish refusals")
         for service in services:
-            refused = {m.group(1) for v in violations[service]
-                       if (m := re.search(r'publish to "([^"]+)"', v, re.I))}
-            expected = {s for s in contracts.SUBJECTS if service not in designated_publishers(s)}
-            assert refused == expected, (
-                f"{service}: NATS refused {sorted(refused)}, the design says {sorted(expected)}: "
-                f"see the publish allow-list of user {service} in deploy/k8s/base/nats/nats.conf")
             violations[service].clear()
         stored = 0
         for stream in contracts.STREAMS:
@@ -272,9 +278,15 @@ async def test_services_work_within_their_nats_permissions(nats_cluster, rendere
                 for subject in c.subjects:
                     s = await bus.nc.subscribe(subject)
                     await s.unsubscribe()
+            # A sentinel every user is refused: once its -ERR is back, any
+            # refusal of the subscriptions above is back too (in order).
+            await bus.nc.publish("crossdock.sentinel.forbidden", b"")
             await bus.nc.flush()
-        await asyncio.sleep(0.3)
+        await eventually(lambda: all(any("crossdock.sentinel.forbidden" in v.lower() for v in violations[s])
+                                     for s in services), timeout=10, what="the sentinel refusals")
         for service in services:
+            violations[service] = [v for v in violations[service]
+                                   if "crossdock.sentinel.forbidden" not in v.lower()]
             assert not violations[service], (
                 f"{service}: {violations[service]}: a consumer of the service was added or "
                 f"changed; list its subjects in the subscribe allow-list of user {service} in "
@@ -286,12 +298,11 @@ async def test_services_work_within_their_nats_permissions(nats_cluster, rendere
             await js.delete_stream("WMS")
         await buses["erp"].nc.subscribe("tms.>")
         await buses["erp"].nc.flush()
-        await asyncio.sleep(0.3)
         # (nats-py lower-cases the server's -ERR text)
-        assert any('permissions violation for publish to "$js.api.stream.delete.wms"' in v.lower()
-                   for v in violations["erp"]), violations["erp"]
-        assert any('permissions violation for subscription to "tms.>"' in v.lower()
-                   for v in violations["erp"]), violations["erp"]
+        await eventually(lambda: any('permissions violation for publish to "$js.api.stream.delete.wms"'
+                                     in v.lower() for v in violations["erp"])
+                         and any('permissions violation for subscription to "tms.>"' in v.lower()
+                                 for v in violations["erp"]), timeout=10, what="erp's refusals")
         assert (await buses["wms"].js.stream_info("WMS")).config.name == "WMS"
     finally:
         for bus in buses.values():
