@@ -25,7 +25,7 @@ from services.mesh.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.mesh.store import Tx, utcnow
 
 from . import domain
-from .service import _move, _warehouse_exists, in_order_trace
+from .service import _move, _warehouse_exists, order_context
 from .store import return_receipt_lines, return_receipts
 
 log = structlog.get_logger()
@@ -69,7 +69,7 @@ async def _emit(tx: Tx, subject: str, rma_number: str, **fields) -> None:
     row = await _receipt(tx.conn, rma_number)
     message = contracts.message_type(subject)(return_receipt=await receipt_pb(tx.conn, rma_number),
                                               **fields)
-    with in_order_trace(f"{subject} publish", row.traceparent):
+    with order_context(row.traceparent):
         await tx.emit(subject, message, key=row.return_id or rma_number)
 
 

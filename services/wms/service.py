@@ -12,10 +12,12 @@ fulfilment order as it is after the change.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
+from opentelemetry import context as otel_context
 from sqlalchemy import delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -95,6 +97,20 @@ def in_order_trace(name: str, traceparent: str):
     """A span in the order's own trace (the current one when it has none)."""
     context = telemetry.extract({"traceparent": traceparent}) if traceparent else None
     return telemetry.tracer().start_as_current_span(name, context=context)
+
+
+@contextmanager
+def order_context(traceparent: str):
+    """Make the order's trace current without a span of its own, so the
+    PRODUCER span of Tx.emit joins it."""
+    if not traceparent:
+        yield
+        return
+    token = otel_context.attach(telemetry.extract({"traceparent": traceparent}))
+    try:
+        yield
+    finally:
+        otel_context.detach(token)
 
 
 def _stock_key(warehouse_id: str, sku: str):
@@ -353,7 +369,7 @@ async def _advance(tx: Tx, order_id: str, expected: str, status: str, **values) 
 async def _emit(tx: Tx, subject: str, order_id: str, **fields) -> None:
     row = await _fulfilment(tx.conn, order_id)
     message = contracts.message_type(subject)(fulfilment_order=await _order_pb(tx.conn, row), **fields)
-    with in_order_trace(f"{subject} publish", row.traceparent):
+    with order_context(row.traceparent):
         await tx.emit(subject, message, key=order_id)
 
 
