@@ -7,6 +7,7 @@ import os
 import signal
 import threading
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -98,6 +99,13 @@ async def _demo(stubs: Stubs, n: int, timeout: float) -> workload.Outcome:
             on_settled=lambda k: progress.update(done, completed=k))
         await returns.demo_returns(stubs.channels["returns"], out, progress)
     console.print(outcome_table(out))
+    excs = (await stubs.ots.ListExceptions(pb.ListExceptionsRequest(page_size=500), timeout=10)).exceptions
+    if excs:
+        kinds = Counter(f"{pb.ExceptionKind.Name(e.kind).removeprefix('EXCEPTION_KIND_')} -> "
+                        f"{pb.ResolutionAction.Name(e.action).removeprefix('RESOLUTION_ACTION_') if e.action else 'OPEN'}"
+                        for e in excs)
+        console.print("warehouse/carrier exceptions: " + ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))
+                      + " (`crossdock exceptions list --all`)")
     console.print(f"{len(out.orders)} orders submitted in {out.submitted_in:.1f}s, settled in "
                   f"{out.settled_in:.1f}s: {out.completed_per_second:.1f} orders/s shipped+invoiced"
                   + (" [red](timed out)[/red]" if out.timed_out else ""))
@@ -166,6 +174,12 @@ def order(order_id: str) -> None:
         console.print(f"total {o.total.amount_minor / 100:.2f} {o.total.currency_code}, warehouse "
                       f"{o.warehouse_id}, carrier {o.carrier_id or '-'} {o.tracking_number}, invoice "
                       f"{o.invoice_id or '-'}, trace {o.trace_id or '-'}")
+        if len(o.shipments) > 1 or o.cancelled_lines:
+            for sh in o.shipments:
+                console.print(f"shipment {sh.shipment_id}: " + ", ".join(f"{q.sku} x{q.quantity}" for q in sh.lines)
+                              + f", {sh.carrier_id} {sh.tracking_number}, invoice {sh.invoice_id or '-'}")
+            if o.cancelled_lines:
+                console.print("cancelled: " + ", ".join(f"{q.sku} x{q.quantity}" for q in o.cancelled_lines))
         t = Table("time", "source", "step", "status", "detail")
         for e in o.timeline:
             t.add_row(e.time.ToDatetime().strftime("%H:%M:%S.%f")[:-3], e.source, e.step,
@@ -227,6 +241,9 @@ def up(
     data_dir: Annotated[Path | None, typer.Option(help="default: CROSSDOCK_DATA_DIR or .data")] = None,
     fresh: Annotated[bool, typer.Option(help="delete the data folder first")] = False,
     wait: Annotated[bool, typer.Option(help="keep serving until Ctrl-C")] = True,
+    short_pick_rate: Annotated[float, typer.Option(
+        help="share of autopilot picks that come up one unit short (warehouse exceptions in the demo)",
+        min=0, max=1)] = 0.1,
 ) -> None:
     """Start nats-server and every service as its own process, seed, run a demo, keep serving."""
     import shutil
@@ -240,7 +257,8 @@ def up(
     ports = {n: int(settings.addr(n).rsplit(":", 1)[1]) for n in SERVICES}
     ports["gateway-http"] = settings.gateway_http_port
     nats_port = int(settings.nats_url.rsplit(":", 1)[1])
-    mesh = Mesh(folder, ports=ports, nats_port=nats_port)
+    env = {"CROSSDOCK_WMS_SHORT_PICK_RATE": os.environ.get("CROSSDOCK_WMS_SHORT_PICK_RATE", str(short_pick_rate))}
+    mesh = Mesh(folder, ports=ports, nats_port=nats_port, env=env)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -278,6 +296,10 @@ app.add_typer(dlq.app, name="dlq")
 from . import finance, returns  # noqa: E402
 
 app.add_typer(returns.app, name="returns")
+
+from . import exceptions  # noqa: E402
+
+app.add_typer(exceptions.app, name="exceptions")
 app.add_typer(finance.export_app, name="export")
 app.command()(finance.reconcile)
 from . import status as status_commands  # noqa: E402, F401  (registers `crossdock status` and `crossdock trace`)

@@ -14,6 +14,8 @@ async def on_command(env: Envelope, tx: Tx) -> None:
         await service.create_sales_order(tx, env.body.sales_order)
     elif env.subject == "cmd.erp.salesorder.cancel":
         await service.cancel_sales_order(tx, env.body)
+    elif env.subject == "cmd.erp.salesorder.cancel_lines":
+        await service.cancel_sales_order_lines(tx, env.body)
     elif env.subject == "cmd.erp.invoice.post":
         await service.post_invoice(tx, env.body)
     elif env.subject == "cmd.erp.return.authorize":

@@ -285,7 +285,8 @@ async def _sales_order_pb(conn: AsyncConnection, row) -> erp_pb2.SalesOrder:
         customer_id=row.customer_id,
         lines=[erp_pb2.SalesOrderLine(
             line_number=x.line_number, sku=x.sku, quantity=x.quantity,
-            unit_price=Money(currency_code=row.currency_code, amount_minor=x.unit_price_minor))
+            unit_price=Money(currency_code=row.currency_code, amount_minor=x.unit_price_minor),
+            invoiced_quantity=x.invoiced_quantity, cancelled_quantity=x.cancelled_quantity)
             for x in lines],
         total=Money(currency_code=row.currency_code, amount_minor=row.total_minor),
         status=STATUS[row.status],
@@ -358,8 +359,21 @@ async def create_sales_order(tx: Tx, so: erp_pb2.SalesOrder) -> None:
     await _emit_outcome(tx, await _order_row(conn, so.order_id))
 
 
+async def _open_lines(conn: AsyncConnection, order_id: str) -> list:
+    return (await conn.execute(select(sales_order_lines).where(sales_order_lines.c.order_id == order_id)
+                               .order_by(sales_order_lines.c.line_number))).all()
+
+
+def _open_amount(lines) -> int:
+    """What is neither invoiced nor cancelled: the credit the order still holds."""
+    return sum((x.quantity - x.invoiced_quantity - x.cancelled_quantity) * x.unit_price_minor for x in lines)
+
+
 async def cancel_sales_order(tx: Tx, cmd: msgs.CancelSalesOrder) -> None:
-    """Cancel an accepted order and release its credit; any repeat gets the same answer."""
+    """Cancel an accepted order and release the credit it still holds; any repeat gets the same answer.
+
+    What was already invoiced (an earlier partial shipment) stays invoiced.
+    """
     if not cmd.order_id:
         raise PermanentError("CancelSalesOrder without order_id")
     order = await _order_row(tx.conn, cmd.order_id, lock=True)
@@ -369,14 +383,57 @@ async def cancel_sales_order(tx: Tx, cmd: msgs.CancelSalesOrder) -> None:
     reason = order.status_reason if order is not None else "no such sales order"
     if order is not None and order.status == "ACCEPTED":
         reason = cmd.reason
+        held = _open_amount(await _open_lines(tx.conn, cmd.order_id))
         await tx.conn.execute(update(sales_orders).where(sales_orders.c.order_id == cmd.order_id)
                               .values(status="CANCELLED", status_reason=reason))
         await tx.conn.execute(
             update(customers).where(customers.c.customer_id == order.customer_id)
-            .values(open_orders_minor=customers.c.open_orders_minor - order.total_minor))
+            .values(open_orders_minor=customers.c.open_orders_minor - held))
     await tx.emit("erp.salesorder.cancelled",
                   msgs.SalesOrderCancelled(order_id=cmd.order_id, reason=reason),
                   key=cmd.order_id)
+
+
+async def _close_if_complete(tx: Tx, order_id: str, reason: str) -> None:
+    """INVOICED once every line is invoiced or cancelled (CANCELLED when nothing was invoiced)."""
+    lines = await _open_lines(tx.conn, order_id)
+    if any(x.quantity - x.invoiced_quantity - x.cancelled_quantity for x in lines):
+        return
+    status = "INVOICED" if any(x.invoiced_quantity for x in lines) else "CANCELLED"
+    await tx.conn.execute(update(sales_orders).where(sales_orders.c.order_id == order_id)
+                          .values(status=status, status_reason=reason))
+
+
+async def cancel_sales_order_lines(tx: Tx, cmd: msgs.CancelSalesOrderLines) -> None:
+    """Cancel quantities of open lines (a warehouse exception decision) and release their credit.
+
+    Never more than is still open on a line; the order closes when nothing is open.
+    """
+    if not cmd.order_id:
+        raise PermanentError("CancelSalesOrderLines without order_id")
+    order = await _order_row(tx.conn, cmd.order_id, lock=True)
+    if order is None or order.status != "ACCEPTED":
+        raise PermanentError(f"cannot cancel lines of sales order {cmd.order_id!r}: "
+                             + (order.status if order else "unknown"))
+    by_number = {x.line_number: x for x in await _open_lines(tx.conn, cmd.order_id)}
+    released = 0
+    for c in cmd.lines:
+        line = by_number.get(c.line_number)
+        if line is None or (c.sku and c.sku != line.sku):
+            raise PermanentError(f"line {c.line_number} ({c.sku}) is not on sales order {cmd.order_id}")
+        qty = min(c.quantity, line.quantity - line.invoiced_quantity - line.cancelled_quantity)
+        if qty <= 0:
+            continue
+        released += qty * line.unit_price_minor
+        await tx.conn.execute(update(sales_order_lines).where(
+            sales_order_lines.c.order_id == cmd.order_id, sales_order_lines.c.line_number == c.line_number)
+            .values(cancelled_quantity=sales_order_lines.c.cancelled_quantity + qty))
+    await tx.conn.execute(update(customers).where(customers.c.customer_id == order.customer_id)
+                          .values(open_orders_minor=customers.c.open_orders_minor - released))
+    await _close_if_complete(tx, cmd.order_id, f"closed: {cmd.reason}")
+    await tx.emit("erp.salesorder.lines_cancelled", msgs.SalesOrderLinesCancelled(
+        sales_order=await _sales_order_pb(tx.conn, await _order_row(tx.conn, cmd.order_id)),
+        reason=cmd.reason), key=cmd.order_id)
 
 
 # ---- invoices ----
@@ -422,10 +479,10 @@ async def post_invoice(tx: Tx, cmd: msgs.PostInvoice) -> None:
     if order is None or order.status != "ACCEPTED":
         raise PermanentError(f"cannot invoice sales order {cmd.order_id!r}: "
                              + (order.status if order else "unknown"))
-    ordered = [domain.Line(x.line_number, x.sku, x.quantity, x.unit_price_minor)
-               for x in (await conn.execute(select(sales_order_lines).where(
-                   sales_order_lines.c.order_id == cmd.order_id)
-                   .order_by(sales_order_lines.c.line_number))).all()]
+    # What is still open on each line: earlier shipments were invoiced, exceptions cancelled some.
+    ordered = [domain.Line(x.line_number, x.sku, x.quantity - x.invoiced_quantity - x.cancelled_quantity,
+                           x.unit_price_minor)
+               for x in await _open_lines(conn, cmd.order_id)]
     try:
         lines = domain.invoice_lines(
             ordered, [domain.Line(x.line_number, x.sku, x.quantity) for x in cmd.shipped_lines])
@@ -441,12 +498,18 @@ async def post_invoice(tx: Tx, cmd: msgs.PostInvoice) -> None:
     await conn.execute(invoice_lines.insert(), [
         dict(invoice_id=invoice_id, line_number=x.line_number, sku=x.sku, quantity=x.quantity,
              unit_price_minor=x.unit_price, amount_minor=x.amount) for x in lines])
+    for x in lines:
+        await conn.execute(update(sales_order_lines).where(
+            sales_order_lines.c.order_id == cmd.order_id, sales_order_lines.c.line_number == x.line_number)
+            .values(invoiced_quantity=sales_order_lines.c.invoiced_quantity + x.quantity))
+    # The invoiced amount moves from open orders to the open balance (at the order's prices).
     await conn.execute(
         update(customers).where(customers.c.customer_id == order.customer_id).values(
             open_balance_minor=customers.c.open_balance_minor + total,
-            open_orders_minor=customers.c.open_orders_minor - order.total_minor))
+            open_orders_minor=customers.c.open_orders_minor - total))
     await conn.execute(update(sales_orders).where(sales_orders.c.order_id == cmd.order_id)
-                       .values(status="INVOICED", status_reason=f"invoiced as {invoice_id}"))
+                       .values(status_reason=f"invoiced as {invoice_id} (partly)"))
+    await _close_if_complete(tx, cmd.order_id, f"invoiced as {invoice_id}")
     await _emit_invoice(tx, invoice_id)
 
 

@@ -79,6 +79,10 @@ sales_order_lines = Table(
     Column("sku", String(64), nullable=False),
     Column("quantity", BigInteger, nullable=False),
     Column("unit_price_minor", BigInteger, nullable=False),
+    # Invoiced so far (one invoice per shipment) and cancelled by a warehouse
+    # exception decision; the rest is still open (holds credit).
+    Column("invoiced_quantity", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("cancelled_quantity", BigInteger, nullable=False, default=0, server_default="0"),
     PrimaryKeyConstraint("order_id", "line_number"),
 )
 

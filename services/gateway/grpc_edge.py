@@ -122,6 +122,7 @@ class OrderToShipEdge(order_to_ship_pb2_grpc.OrderToShipServiceServicer):
             forwarded.CopyFrom(request)
             forwarded.request_id = _scoped_request_id(client, request.request_id)
             forwarded.customer_id = request.customer_id or client.customer_id
+            forwarded.channel = client.channel
             if not forwarded.customer_id:
                 raise InvalidArgument([("customer_id", "required")])
             r = await self.e.forward(context, self.e.core.ots.SubmitOrder(forwarded))

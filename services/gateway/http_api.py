@@ -394,7 +394,7 @@ def create_app(core) -> FastAPI:
 
         async def run():
             req = ots.SubmitOrderRequest(
-                request_id=request_id(client, idempotency_key), customer_id=customer,
+                request_id=request_id(client, idempotency_key), customer_id=customer, channel=client.channel,
                 lines=[ots.OrderLine(sku=ln.sku, quantity=ln.quantity) for ln in body.lines],
                 warehouse_id=body.warehouse_id or "", service_level=body.service_level or "",
                 shortage_policy=ots.ShortagePolicy.Value(f"SHORTAGE_POLICY_{body.shortage_policy}")

@@ -79,9 +79,19 @@ class Settings(BaseSettings):
     wms_pick_delay: float = Field(default=0.2, ge=0)
     wms_pack_delay: float = Field(default=0.2, ge=0)
     wms_ship_delay: float = Field(default=0.2, ge=0)
+    # Share of autopilot picks that find one unit less than allocated (a short
+    # pick), and of packs that find one unit damaged: warehouse exceptions for
+    # demos and tests.
+    wms_short_pick_rate: float = Field(default=0.0, ge=0, le=1)
+    wms_damage_rate: float = Field(default=0.0, ge=0, le=1)
 
     # ---- order-to-ship ----
     default_shortage_policy: str = Field(default="BACKORDER", pattern="^(BACKORDER|CANCEL)$")
+    # What a warehouse exception does to an order whose customer and channel
+    # have no policy of their own (crossdock exceptions policy ...):
+    # SHIP_PARTIAL (ship what is there, backorder the rest), HOLD (a person
+    # decides) or CANCEL_LINES (ship what is there, cancel the rest).
+    default_exception_policy: str = Field(default="SHIP_PARTIAL", pattern="^(SHIP_PARTIAL|HOLD|CANCEL_LINES)$")
 
     # ---- WMS returns autopilot (receives and inspects expected returns by itself) ----
     wms_return_autopilot: bool = True

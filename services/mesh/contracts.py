@@ -40,6 +40,7 @@ SUBJECTS: dict[str, type[Message]] = {
     "erp.salesorder.accepted": erp.SalesOrderAccepted,
     "erp.salesorder.rejected": erp.SalesOrderRejected,
     "erp.salesorder.cancelled": erp.SalesOrderCancelled,
+    "erp.salesorder.lines_cancelled": erp.SalesOrderLinesCancelled,
     "erp.invoice.posted": erp.InvoicePosted,
     "erp.return.authorized": erp.ReturnAuthorized,
     "erp.return.refused": erp.ReturnAuthorizationRefused,
@@ -50,6 +51,7 @@ SUBJECTS: dict[str, type[Message]] = {
     # ERP commands
     "cmd.erp.salesorder.create": erp.CreateSalesOrder,
     "cmd.erp.salesorder.cancel": erp.CancelSalesOrder,
+    "cmd.erp.salesorder.cancel_lines": erp.CancelSalesOrderLines,
     "cmd.erp.invoice.post": erp.PostInvoice,
     "cmd.erp.return.authorize": erp.AuthorizeReturn,
     "cmd.erp.return.cancel": erp.CancelReturnAuthorization,
@@ -64,6 +66,7 @@ SUBJECTS: dict[str, type[Message]] = {
     "wms.fulfilment.shipped": wms.FulfilmentShipped,
     "wms.fulfilment.cancelled": wms.FulfilmentCancelled,
     "wms.fulfilment.cancel_refused": wms.FulfilmentCancelRefused,
+    "wms.fulfilment.exception": wms.FulfilmentExceptionRaised,
     "wms.return.expected": wms.ReturnExpected,
     "wms.return.rejected": wms.ReturnRejected,
     "wms.return.received": wms.ReturnReceived,
@@ -74,6 +77,7 @@ SUBJECTS: dict[str, type[Message]] = {
     "cmd.wms.fulfilment.create": wms.CreateFulfilment,
     "cmd.wms.fulfilment.cancel": wms.CancelFulfilment,
     "cmd.wms.fulfilment.assign_shipment": wms.AssignShipment,
+    "cmd.wms.fulfilment.resolve": wms.ResolveFulfilmentException,
     "cmd.wms.return.expect": wms.ExpectReturn,
     "cmd.wms.return.cancel": wms.CancelReturn,
     # TMS events

@@ -28,6 +28,7 @@ class OrderToShipServicer(order_to_ship_pb2_grpc.OrderToShipServiceServicer):
             order = await service.submit_order(
                 self.store, self.clients, request,
                 default_policy=self.settings.default_shortage_policy,
+                default_exception_policy=self.settings.default_exception_policy,
             )
         return pb.SubmitOrderResponse(order=order)
 
@@ -44,3 +45,21 @@ class OrderToShipServicer(order_to_ship_pb2_grpc.OrderToShipServiceServicer):
             raise InvalidArgument([("order_id", "required")])
         order = await service.cancel_order(self.store, request.order_id, request.reason)
         return pb.CancelOrderResponse(order=order)
+
+    async def ListExceptions(self, request, context):
+        return await service.list_exceptions(self.store, request)
+
+    async def GetException(self, request, context):
+        exc, order = await service.get_exception(self.store, request.exception_id)
+        return pb.GetExceptionResponse(exception=exc, order=order)
+
+    async def ResolveException(self, request, context):
+        exc, order = await service.resolve_exception(self.store, request)
+        return pb.ResolveExceptionResponse(exception=exc, order=order)
+
+    async def SetExceptionPolicy(self, request, context):
+        return pb.SetExceptionPolicyResponse(rule=await service.set_exception_policy(self.store, request))
+
+    async def ListExceptionPolicies(self, request, context):
+        rules = await service.list_exception_policies(self.store, self.settings.default_exception_policy)
+        return pb.ListExceptionPoliciesResponse(rules=rules)

@@ -18,7 +18,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from crossdock.common.v1.common_pb2 import Address, Money
+from crossdock.common.v1.common_pb2 import Address, Money, SkuQuantity
 from crossdock.erp.v1 import erp_pb2
 from crossdock.ordertoship.v1 import messages_pb2 as events
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
@@ -35,7 +35,16 @@ from services.mesh.paging import keyset_page
 from services.mesh.store import Store, Tx, utcnow
 
 from . import workflow
-from .store import customers, items, order_lines, orders, timeline
+from .store import (
+    customers,
+    exception_policies,
+    exceptions,
+    items,
+    order_lines,
+    order_shipments,
+    orders,
+    timeline,
+)
 
 MAX_LINES = 200
 MAX_QUANTITY = 1_000_000
@@ -91,12 +100,43 @@ def policy_name(value: int, default: str) -> str:
 
 # ---- conversions ----
 
+def _pairs(text: str) -> list[tuple[str, int]]:
+    out = []
+    for part in filter(None, text.split(",")):
+        sku, _, qty = part.rpartition("=")
+        out.append((sku, int(qty)))
+    return out
+
+
+def _text(pairs) -> str:
+    return ",".join(f"{sku}={qty}" for sku, qty in pairs)
+
+
+def _policy_pb(name: str) -> int:
+    return pb.ExceptionPolicy.Value(f"EXCEPTION_POLICY_{name}") if name else 0
+
+
+def exception_pb(r) -> pb.OrderException:
+    e = pb.OrderException(
+        exception_id=r.exception_id, order_id=r.order_id, customer_id=r.customer_id,
+        kind=pb.ExceptionKind.Value(f"EXCEPTION_KIND_{r.kind}"),
+        status=pb.ExceptionStatus.Value(f"EXCEPTION_STATUS_{r.status}"),
+        lines=[SkuQuantity(sku=sku, quantity=qty) for sku, qty in _pairs(r.lines)],
+        detail=r.detail, wave=r.wave, policy=_policy_pb(r.policy),
+        action=pb.ResolutionAction.Value(f"RESOLUTION_ACTION_{r.action}") if r.action else 0,
+        resolved_by=r.resolved_by, note=r.note)
+    e.raise_time.FromDatetime(r.raised_at)
+    if r.resolved_at is not None:
+        e.resolve_time.FromDatetime(r.resolved_at)
+    return e
+
+
 def _line_pb(row, currency: str) -> pb.OrderLine:
     return pb.OrderLine(line_number=row.line_number, sku=row.sku, quantity=row.quantity,
                         unit_price=Money(currency_code=currency, amount_minor=row.unit_price_minor))
 
 
-def order_pb(row, lines=(), entries=()) -> pb.Order:
+def order_pb(row, lines=(), entries=(), shipments=()) -> pb.Order:
     o = pb.Order(
         order_id=row.order_id, request_id=row.request_id, customer_id=row.customer_id,
         warehouse_id=row.warehouse_id,
@@ -110,7 +150,15 @@ def order_pb(row, lines=(), entries=()) -> pb.Order:
         shipment_id=row.shipment_id, carrier_id=row.carrier_id,
         tracking_number=row.tracking_number, invoice_id=row.invoice_id, trace_id=row.trace_id,
         lines=[_line_pb(ln, row.currency_code) for ln in lines],
+        channel=row.channel, exception_policy=_policy_pb(row.exception_policy),
+        cancelled_lines=[SkuQuantity(sku=ln.sku, quantity=ln.cancelled_quantity)
+                         for ln in lines if ln.cancelled_quantity],
     )
+    for sh in shipments:
+        out = o.shipments.add(shipment_id=sh.shipment_id, wave=sh.wave, carrier_id=sh.carrier_id,
+                              tracking_number=sh.tracking_number, invoice_id=sh.invoice_id,
+                              lines=[SkuQuantity(sku=sku, quantity=qty) for sku, qty in _pairs(sh.lines)])
+        out.ship_time.FromDatetime(sh.shipped_at)
     o.create_time.FromDatetime(row.created_at)
     o.update_time.FromDatetime(row.updated_at)
     for e in entries:
@@ -120,7 +168,7 @@ def order_pb(row, lines=(), entries=()) -> pb.Order:
     return o
 
 
-def workflow_order(row, lines) -> workflow.Order:
+def workflow_order(row, lines, shipments=()) -> workflow.Order:
     return workflow.Order(
         order_id=row.order_id, customer_id=row.customer_id, status=row.status,
         warehouse_id=row.warehouse_id,
@@ -129,10 +177,17 @@ def workflow_order(row, lines) -> workflow.Order:
                         postal_code=row.ship_to_postal_code, country_code=row.ship_to_country_code),
         shortage_policy=row.shortage_policy, service_level=row.service_level,
         currency_code=row.currency_code, total_minor=row.total_minor,
+        wave=row.wave, exception_policy=row.exception_policy, held_from=row.held_from,
+        package_weight_grams=row.package_weight_grams,
+        shipments={sh.shipment_id: sh.invoice_id for sh in shipments},
     )
 
 
 # ---- reads ----
+
+async def _shipments(conn: AsyncConnection, order_id: str) -> list:
+    return (await conn.execute(select(order_shipments).where(order_shipments.c.order_id == order_id)
+                               .order_by(order_shipments.c.wave))).all()
 
 async def _load(conn: AsyncConnection, order_id: str, *, lock: bool = False):
     q = select(orders).where(orders.c.order_id == order_id)
@@ -152,7 +207,8 @@ async def get_order(store: Store, order_id: str) -> pb.Order:
             raise NotFound("order", order_id)
         entries = (await conn.execute(
             select(timeline).where(timeline.c.order_id == order_id).order_by(timeline.c.id))).all()
-    return order_pb(row, lines, entries)
+        shipments = await _shipments(conn, order_id)
+    return order_pb(row, lines, entries, shipments)
 
 
 async def list_orders(store: Store, req: pb.ListOrdersRequest) -> pb.ListOrdersResponse:
@@ -307,8 +363,15 @@ async def replicate_item(tx: Tx, item: erp_pb2.Item) -> None:
         unit_price_minor=item.unit_price.amount_minor, active=item.active, updated_at=utcnow()))
 
 
+async def exception_policy_for(conn: AsyncConnection, customer_id: str, channel: str, default: str) -> str:
+    """The customer's own policy, else the channel's, else the stored default, else ``default``."""
+    rows = {(r.scope, r.key): r.policy for r in (await conn.execute(select(exception_policies))).all()}
+    return (rows.get(("customer", customer_id)) or (channel and rows.get(("channel", channel)))
+            or rows.get(("default", "")) or default)
+
+
 async def submit_order(store: Store, clients: Clients, req: pb.SubmitOrderRequest, *,
-                       default_policy: str) -> pb.Order:
+                       default_policy: str, default_exception_policy: str = "SHIP_PARTIAL") -> pb.Order:
     validate_submission(req)
     request_id = req.request_id or str(uuid.uuid4())
     fingerprint = request_fingerprint(req)
@@ -324,6 +387,9 @@ async def submit_order(store: Store, clients: Clients, req: pb.SubmitOrderReques
         total_minor=sum(ln.quantity * ln.unit_price_minor for ln in priced.lines),
     )
     trace_id = telemetry.current_trace_id()
+    async with store.read() as conn:
+        exception_policy = await exception_policy_for(conn, req.customer_id, req.channel,
+                                                      default_exception_policy)
     try:
         async with store.transaction() as tx:
             await tx.conn.execute(insert(orders).values(
@@ -335,7 +401,8 @@ async def submit_order(store: Store, clients: Clients, req: pb.SubmitOrderReques
                 shortage_policy=order.shortage_policy, service_level=order.service_level,
                 currency_code=order.currency_code, total_minor=order.total_minor,
                 status="RECEIVED", status_reason="", trace_id=trace_id, version=1,
-                created_at=now, updated_at=now,
+                created_at=now, updated_at=now, channel=req.channel[:64],
+                exception_policy=exception_policy,
             ))
             await tx.conn.execute(insert(order_lines), [
                 dict(order_id=order.order_id, line_number=ln.line_number, sku=ln.sku,
@@ -343,7 +410,8 @@ async def submit_order(store: Store, clients: Clients, req: pb.SubmitOrderReques
             await _append(tx, order.order_id, "RECEIVED", workflow.Entry(
                 "ordertoship", "received",
                 f"{len(order.lines)} line(s), {order.total_minor / 100:.2f} {order.currency_code}, "
-                f"warehouse {order.warehouse_id}, shortage policy {order.shortage_policy}"))
+                f"warehouse {order.warehouse_id}, shortage policy {order.shortage_policy}, "
+                f"exception policy {exception_policy}"))
             for note in priced.notes:
                 await _append(tx, order.order_id, "RECEIVED", note)
             row, lines = await _load(tx.conn, order.order_id)
@@ -397,6 +465,7 @@ async def _apply(tx: Tx, row, order: workflow.Order, decision: workflow.Decision
         raise ConcurrentUpdate(row.order_id)
     for entry in decision.entries:
         await _append(tx, row.order_id, status, entry)
+    await _record(tx, row, decision)
     for subject, command in decision.commands:
         await tx.emit(subject, command, key=row.order_id)
     if decision.status and decision.status != row.status:
@@ -406,6 +475,36 @@ async def _apply(tx: Tx, row, order: workflow.Order, decision: workflow.Decision
             to_status=pb.OrderStatus.Value(f"ORDER_STATUS_{decision.status}"),
             reason=decision.reason or ""), key=row.order_id)
         _observe(row, decision.status, subject, event_time)
+
+
+async def _record(tx: Tx, row, decision: workflow.Decision) -> None:
+    """The exceptions, resolutions, shipments, invoices and cancelled lines a decision records."""
+    now = utcnow()
+    for r in decision.raised:
+        await tx.conn.execute(insert(exceptions).values(
+            exception_id=f"EXC-{uuid.uuid4().hex[:10].upper()}", order_id=row.order_id,
+            customer_id=row.customer_id, kind=r.kind, status=r.status, lines=_text(r.lines),
+            detail=r.detail, wave=r.wave, policy=r.policy, action=r.action, resolved_by=r.resolved_by,
+            raised_at=now, resolved_at=now if r.status == "RESOLVED" else None))
+        metrics.business_exception(r.kind.lower())
+    if (res := decision.resolution) is not None:
+        result = await tx.conn.execute(update(exceptions).where(
+            exceptions.c.exception_id == res.exception_id, exceptions.c.status == "OPEN").values(
+            status="RESOLVED", action=res.action, resolved_by=res.resolved_by, note=res.note, resolved_at=now))
+        if result.rowcount != 1:
+            raise ConcurrentUpdate(row.order_id)
+    for sh in decision.shipments:
+        await tx.conn.execute(insert(order_shipments).values(
+            shipment_id=sh.shipment_id, order_id=row.order_id, wave=sh.wave, lines=_text(sh.lines),
+            carrier_id=sh.carrier_id, tracking_number=sh.tracking_number, invoice_id="", shipped_at=now))
+    for shipment_id, invoice_id in decision.invoices.items():
+        await tx.conn.execute(update(order_shipments).where(
+            order_shipments.c.order_id == row.order_id, order_shipments.c.shipment_id == shipment_id)
+            .values(invoice_id=invoice_id))
+    for line_number, qty in decision.cancelled_lines.items():
+        await tx.conn.execute(update(order_lines).where(
+            order_lines.c.order_id == row.order_id, order_lines.c.line_number == line_number)
+            .values(cancelled_quantity=order_lines.c.cancelled_quantity + qty))
 
 
 # Business exceptions, by the fact that causes them.
@@ -437,7 +536,7 @@ async def advance(tx: Tx, subject: str, body: Message, *, event_time: datetime |
     row, lines = await _load(tx.conn, order_id, lock=True)
     if row is None:
         return False
-    order = workflow_order(row, lines)
+    order = workflow_order(row, lines, await _shipments(tx.conn, order_id))
     decision = workflow.react(order, subject, body)
     if decision.changes_anything:
         await _apply(tx, row, order, decision, subject=subject, event_time=event_time)
@@ -449,11 +548,108 @@ async def cancel_order(store: Store, order_id: str, reason: str) -> pb.Order:
         row, lines = await _load(tx.conn, order_id, lock=True)
         if row is None:
             raise NotFound("order", order_id)
-        order = workflow_order(row, lines)
+        order = workflow_order(row, lines, await _shipments(tx.conn, order_id))
         try:
             decision = workflow.cancel(order, reason)
         except workflow.NotCancellable as exc:
             raise FailedPrecondition(str(exc), reason="ORDER_NOT_CANCELLABLE", subject=order_id) from None
         if decision.changes_anything:
             await _apply(tx, row, order, decision)
+            # An open exception is settled by the cancellation.
+            await tx.conn.execute(update(exceptions).where(
+                exceptions.c.order_id == order_id, exceptions.c.status == "OPEN").values(
+                status="RESOLVED", action="CANCEL_ORDER", resolved_by="cancel request",
+                note=reason or "", resolved_at=utcnow()))
     return await get_order(store, order_id)
+
+
+# ---- the exception work list ----
+
+ACTIONS = {pb.ResolutionAction.Value(f"RESOLUTION_ACTION_{a}"): a
+           for a in ("SHIP_PARTIAL", "CANCEL_LINES", "CANCEL_ORDER", "RETRY", "REASSIGN_CARRIER")}
+
+
+async def _exception_row(conn: AsyncConnection, exception_id: str):
+    row = (await conn.execute(select(exceptions).where(exceptions.c.exception_id == exception_id))).first()
+    if row is None:
+        raise NotFound("exception", exception_id)
+    return row
+
+
+async def list_exceptions(store: Store, req: pb.ListExceptionsRequest) -> pb.ListExceptionsResponse:
+    q = select(exceptions)
+    if req.status:
+        q = q.where(exceptions.c.status == pb.ExceptionStatus.Name(req.status).removeprefix("EXCEPTION_STATUS_"))
+    if req.order_id:
+        q = q.where(exceptions.c.order_id == req.order_id)
+    async with store.read() as conn:
+        rows, token = await keyset_page(conn, q, [exceptions.c.seq], req.page_size, req.page_token)
+    return pb.ListExceptionsResponse(exceptions=[exception_pb(r) for r in rows], next_page_token=token)
+
+
+async def get_exception(store: Store, exception_id: str) -> tuple[pb.OrderException, pb.Order]:
+    if not exception_id:
+        raise InvalidArgument([("exception_id", "required")])
+    async with store.read() as conn:
+        row = await _exception_row(conn, exception_id)
+    return exception_pb(row), await get_order(store, row.order_id)
+
+
+async def resolve_exception(store: Store, req: pb.ResolveExceptionRequest) -> tuple[pb.OrderException, pb.Order]:
+    """A person's decision: recorded on the exception and in the order's timeline, then the order resumes."""
+    problems = [(f, "required") for f in ("exception_id", "resolved_by") if not getattr(req, f)]
+    if req.action not in ACTIONS:
+        problems.append(("action", "required: " + ", ".join(ACTIONS.values())))
+    if problems:
+        raise InvalidArgument(problems)
+    action = ACTIONS[req.action]
+    async with store.transaction() as tx:
+        exc = await _exception_row(tx.conn, req.exception_id)
+        if exc.status != "OPEN":
+            raise FailedPrecondition(f"exception {exc.exception_id} is already resolved "
+                                     f"({exc.action} by {exc.resolved_by})", reason="EXCEPTION_RESOLVED",
+                                     subject=exc.exception_id)
+        row, lines = await _load(tx.conn, exc.order_id, lock=True)
+        if row.status in workflow.TERMINAL or row.status == "CANCELLING":
+            raise FailedPrecondition(f"order {row.order_id} is {row.status}", reason="ORDER_FINISHED",
+                                     subject=row.order_id)
+        order = workflow_order(row, lines, await _shipments(tx.conn, exc.order_id))
+        try:
+            decision = workflow.resolve(
+                order, workflow.OpenException(exc.exception_id, exc.kind, _pairs(exc.lines), exc.wave),
+                action, req.resolved_by, carrier_id=req.carrier_id, note=req.note)
+        except workflow.InvalidAction as err:
+            raise InvalidArgument([("action", str(err))]) from None
+        await _apply(tx, row, order, decision)
+    return await get_exception(store, req.exception_id)
+
+
+POLICIES = {pb.ExceptionPolicy.Value(f"EXCEPTION_POLICY_{p}"): p for p in workflow.EXCEPTION_POLICIES}
+
+
+async def set_exception_policy(store: Store, req: pb.SetExceptionPolicyRequest) -> pb.ExceptionPolicyRule:
+    if req.customer_id and req.channel:
+        raise InvalidArgument([("channel", "give a customer_id or a channel, not both")])
+    scope, key = ("customer", req.customer_id) if req.customer_id else \
+        ("channel", req.channel) if req.channel else ("default", "")
+    if req.policy and req.policy not in POLICIES:
+        raise InvalidArgument([("policy", "SHIP_PARTIAL, HOLD or CANCEL_LINES")])
+    if not req.policy and scope == "default":
+        raise InvalidArgument([("policy", "the default needs a policy")])
+    async with store.transaction() as tx:
+        await tx.conn.execute(delete(exception_policies).where(
+            exception_policies.c.scope == scope, exception_policies.c.key == key))
+        if req.policy:
+            await tx.conn.execute(insert(exception_policies).values(
+                scope=scope, key=key, policy=POLICIES[req.policy], updated_at=utcnow()))
+    return pb.ExceptionPolicyRule(scope=scope, key=key, policy=req.policy)
+
+
+async def list_exception_policies(store: Store, default: str) -> list[pb.ExceptionPolicyRule]:
+    async with store.read() as conn:
+        rows = (await conn.execute(select(exception_policies).order_by(
+            exception_policies.c.scope, exception_policies.c.key))).all()
+    rules = [pb.ExceptionPolicyRule(scope=r.scope, key=r.key, policy=_policy_pb(r.policy)) for r in rows]
+    if not any(r.scope == "default" for r in rules):
+        rules.insert(0, pb.ExceptionPolicyRule(scope="default", policy=_policy_pb(default)))
+    return rules

@@ -13,10 +13,22 @@ anywhere leaves either all of it or none.
     REJECTED                   CANCELLED
     PICKED --packed--> PACKED (book shipment) --tms booked--> SHIPMENT_BOOKED (assign to WMS)
        --wms shipped--> SHIPPED (post invoice) --erp invoice posted--> INVOICED
-    PACKED --tms booking failed--> CANCELLING (cancel fulfilment) --wms cancelled--> CANCELLED
-    CancelOrder: RECEIVED -> CANCELLED; RELEASED..PICKED -> CANCELLING -> CANCELLED
+    PACKED --tms booking failed (every carrier)--> ON_HOLD (exception CARRIER_FAILED)
+       --resolved: retry / reassign carrier--> PACKED; --cancel order--> CANCELLING
+    CancelOrder: RECEIVED -> CANCELLED; RELEASED..PICKED, ON_HOLD, PARTIALLY_SHIPPED -> CANCELLING -> CANCELLED
 Compensation on every cancel: WMS releases the allocation, ERP cancels the
 sales order and releases the credit it held.
+
+Warehouse exceptions (wms.fulfilment.exception: short pick, damage, stock
+discrepancy) follow the order's exception policy, fixed at submission from
+its customer's, else its channel's, else the default policy:
+    SHIP_PARTIAL  ship what is there; the rest stays open and ships later
+    CANCEL_LINES  ship what is there; cancel the rest (ERP lines too)
+    HOLD          ON_HOLD until a person resolves it (ResolveException)
+A shipment that leaves quantities open makes the order PARTIALLY_SHIPPED; the
+warehouse starts the next shipment (wave) when the stock is there. Each
+shipment is invoiced on its own (ERP: exactly one invoice per shipment); the
+order is INVOICED when its last shipment left and every shipment is invoiced.
 """
 
 from __future__ import annotations
@@ -34,12 +46,21 @@ from crossdock.wms.v1 import wms_pb2
 
 TERMINAL = {"INVOICED", "REJECTED", "CANCELLED"}
 CANCELLABLE_AT_ONCE = {"RECEIVED"}
-CANCELLABLE_IN_WAREHOUSE = {"RELEASED", "BACKORDERED", "ALLOCATED", "PICKED"}
+CANCELLABLE_IN_WAREHOUSE = {"RELEASED", "BACKORDERED", "ALLOCATED", "PICKED", "ON_HOLD", "PARTIALLY_SHIPPED"}
 SHORTAGE_POLICIES = {"BACKORDER", "CANCEL"}
+EXCEPTION_POLICIES = ("SHIP_PARTIAL", "HOLD", "CANCEL_LINES")
+WAREHOUSE_EXCEPTIONS = {"SHORT_PICK", "DAMAGED", "STOCK_DISCREPANCY"}
+# What a person may decide, by kind of exception.
+ACTIONS = {**{k: ("SHIP_PARTIAL", "CANCEL_LINES", "CANCEL_ORDER") for k in WAREHOUSE_EXCEPTIONS},
+           "CARRIER_FAILED": ("RETRY", "REASSIGN_CARRIER", "CANCEL_ORDER")}
 
 
 class NotCancellable(Exception):
     pass
+
+
+class InvalidAction(Exception):
+    """A resolution that does not fit the exception."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +83,14 @@ class Order:
     service_level: str
     currency_code: str
     total_minor: int = 0
+    # The shipment (wave) the warehouse is working on.
+    wave: int = 1
+    exception_policy: str = "SHIP_PARTIAL"
+    # The status an ON_HOLD order returns to when its exception is resolved.
+    held_from: str = ""
+    package_weight_grams: int = 0
+    # shipment_id -> invoice_id ("" until ERP posted it), of every shipment that left.
+    shipments: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,16 +101,63 @@ class Entry:
 
 
 @dataclass
+class Raised:
+    """An exception the decision records (resolved at once when a policy decided it)."""
+
+    kind: str
+    lines: list[tuple[str, int]]
+    detail: str
+    wave: int
+    policy: str
+    status: str = "OPEN"
+    action: str = ""
+    resolved_by: str = ""
+
+
+@dataclass(frozen=True)
+class OpenException:
+    exception_id: str
+    kind: str
+    lines: list[tuple[str, int]]
+    wave: int
+
+
+@dataclass(frozen=True)
+class Resolution:
+    exception_id: str
+    action: str
+    resolved_by: str
+    note: str
+
+
+@dataclass(frozen=True)
+class ShipmentRecord:
+    shipment_id: str
+    wave: int
+    lines: list[tuple[str, int]]
+    carrier_id: str
+    tracking_number: str
+
+
+@dataclass
 class Decision:
     status: str | None = None  # None: unchanged
     reason: str | None = None
     entries: list[Entry] = field(default_factory=list)
-    updates: dict[str, str] = field(default_factory=dict)
+    updates: dict[str, str | int] = field(default_factory=dict)
     commands: list[tuple[str, Message]] = field(default_factory=list)
+    raised: list[Raised] = field(default_factory=list)
+    resolution: Resolution | None = None
+    shipments: list[ShipmentRecord] = field(default_factory=list)
+    # shipment_id -> invoice_id
+    invoices: dict[str, str] = field(default_factory=dict)
+    # line_number -> quantity cancelled now
+    cancelled_lines: dict[int, int] = field(default_factory=dict)
 
     @property
     def changes_anything(self) -> bool:
-        return bool(self.status or self.entries or self.updates or self.commands)
+        return bool(self.status or self.entries or self.updates or self.commands or self.raised
+                    or self.resolution or self.shipments or self.invoices or self.cancelled_lines)
 
 
 # ---- the commands the workflow sends ----
@@ -121,6 +197,51 @@ def _shortages(items) -> str:
     return ", ".join(f"{s.sku} short by {s.quantity}" for s in items)
 
 
+def shipment_id(o: Order, wave: int) -> str:
+    """SHP-<order> for the first shipment, SHP-<order>-<n> for the n-th."""
+    return f"SHP-{o.order_id}" if wave <= 1 else f"SHP-{o.order_id}-{wave}"
+
+
+def _book(o: Order, wave: int, weight_grams: int, carrier_id: str = "") -> tuple[str, Message]:
+    return "cmd.tms.shipment.book", tms.BookShipment(
+        order_id=o.order_id, warehouse_id=o.warehouse_id, destination=o.ship_to,
+        weight_grams=weight_grams, service_level=o.service_level, currency_code=o.currency_code,
+        shipment_id=shipment_id(o, wave), carrier_id=carrier_id)
+
+
+def _quantities(items) -> str:
+    return ", ".join(f"{sku} x{qty}" for sku, qty in items)
+
+
+def _wave_of(body: Message) -> int:
+    return (body.fulfilment_order.wave if hasattr(body, "fulfilment_order") else 0) or 1
+
+
+_WMS_ACTION = {"SHIP_PARTIAL": wms_pb2.EXCEPTION_ACTION_SHIP_PARTIAL,
+               "CANCEL_LINES": wms_pb2.EXCEPTION_ACTION_CANCEL_LINES}
+
+
+def _decide_missing(o: Order, d: Decision, action: str, lines: list[tuple[str, int]], wave: int,
+                    who: str) -> None:
+    """SHIP_PARTIAL or CANCEL_LINES on missing quantities: tell WMS (and ERP for cancelled lines)."""
+    d.commands.append(("cmd.wms.fulfilment.resolve", wms.ResolveFulfilmentException(
+        order_id=o.order_id, wave=wave, action=_WMS_ACTION[action])))
+    if action == "SHIP_PARTIAL":
+        d.entries.append(Entry("ordertoship", "exception.ship_partial",
+                               f"{who}: ship what is there, backorder {_quantities(lines)}"))
+        return
+    by_sku = {ln.sku: ln for ln in o.lines}
+    cancelled = [(by_sku[sku], qty) for sku, qty in lines if sku in by_sku and qty > 0]
+    for ln, qty in cancelled:
+        d.cancelled_lines[ln.line_number] = d.cancelled_lines.get(ln.line_number, 0) + qty
+    d.entries.append(Entry("ordertoship", "exception.cancel_lines",
+                           f"{who}: ship what is there, cancel {_quantities(lines)}"))
+    d.commands.append(("cmd.erp.salesorder.cancel_lines", erp.CancelSalesOrderLines(
+        order_id=o.order_id, reason=f"warehouse exception ({who})",
+        lines=[erp_pb2.SalesOrderLine(line_number=ln.line_number, sku=ln.sku, quantity=qty)
+               for ln, qty in cancelled])))
+
+
 # ---- reactions to facts from the systems ----
 
 def react(o: Order, subject: str, body: Message) -> Decision:
@@ -138,56 +259,78 @@ def react(o: Order, subject: str, body: Message) -> Decision:
             d.entries.append(Entry("erp", "credit.refused", d.reason))
         case "erp.salesorder.cancelled":
             d.entries.append(Entry("erp", "salesorder.cancelled", "sales order cancelled, credit released"))
-        case "erp.invoice.posted" if s == "SHIPPED":
+        case "erp.salesorder.lines_cancelled":
+            d.entries.append(Entry("erp", "salesorder.lines_cancelled",
+                                   f"sales order lines cancelled, credit released ({body.reason})"))
+        case "erp.invoice.posted" if o.shipments.get(body.invoice.shipment_id) != body.invoice.invoice_id:
             inv = body.invoice
-            d.status = "INVOICED"
+            d.invoices[inv.shipment_id] = inv.invoice_id
             d.updates["invoice_id"] = inv.invoice_id
             d.entries.append(Entry("erp", "invoice.posted",
-                                   f"invoice {inv.invoice_id}: {inv.total.amount_minor / 100:.2f} "
-                                   f"{inv.total.currency_code}"))
+                                   f"invoice {inv.invoice_id} for {inv.shipment_id or 'the shipment'}: "
+                                   f"{inv.total.amount_minor / 100:.2f} {inv.total.currency_code}"))
+            invoiced = {**o.shipments, inv.shipment_id: inv.invoice_id}
+            if s == "SHIPPED" and all(invoiced.values()):
+                d.status = "INVOICED"
         case "wms.fulfilment.allocated" | "wms.fulfilment.picked" | "wms.fulfilment.packed":
             _milestone(o, subject, body, d)
-        case "wms.fulfilment.backordered" if s == "RELEASED":
+        case "wms.fulfilment.backordered" if s not in TERMINAL and s not in ("CANCELLING", "ON_HOLD"):
+            wave = _wave_of(body)
+            if wave < o.wave or (wave == o.wave and s not in ("RELEASED", "ALLOCATED", "PICKED", "PACKED")):
+                d.entries.append(Entry("wms", "backordered", "reported late"))
+                return d
+            if wave > o.wave:
+                d.updates["wave"] = wave
             d.status, d.reason = "BACKORDERED", _shortages(body.shortages)
-            d.entries.append(Entry("wms", "backordered", f"waiting for stock: {d.reason}"))
+            d.entries.append(Entry("wms", "backordered", f"waiting for stock: {d.reason}"
+                                   + (f" (shipment {wave})" if wave > 1 else "")))
+        case "wms.fulfilment.exception" if s not in TERMINAL and s != "CANCELLING":
+            _exception(o, body, d)
         case "wms.fulfilment.rejected" if s == "RELEASED":
             reason = f"{body.reason_code}: {_shortages(body.shortages) or body.reason}"
             d.status, d.reason = "CANCELLED", reason
             d.entries += [Entry("wms", "fulfilment.rejected", reason),
                           Entry("ordertoship", "compensate", "cancel sales order, release credit")]
             d.commands.append(_cancel_sales_order(o, reason))
+        case "tms.shipment.booked" if s == "PACKED" and body.shipment.shipment_id in {
+                shipment_id(o, w) for w in range(1, o.wave)}:
+            d.entries.append(Entry("tms", "shipment.booked", f"{body.shipment.shipment_id} (reported late)"))
         case "tms.shipment.booked" if s == "PACKED":
             sh = body.shipment
             d.status = "SHIPMENT_BOOKED"
             d.updates.update(shipment_id=sh.shipment_id, carrier_id=sh.carrier_id,
                              tracking_number=sh.tracking_number)
+            for a in body.refused_attempts:
+                d.entries.append(Entry("tms", "carrier.refused", f"{a.carrier_id} {a.service_level}: {a.reason}"))
             d.entries.append(Entry("tms", "shipment.booked",
-                                   f"{sh.carrier_id} {sh.service_level}, tracking {sh.tracking_number}"))
+                                   f"{sh.carrier_id} {sh.service_level}, tracking {sh.tracking_number}"
+                                   + (" (next carrier after a refusal)" if body.refused_attempts else "")))
             d.commands.append(("cmd.wms.fulfilment.assign_shipment", wms.AssignShipment(
                 order_id=o.order_id, shipment_id=sh.shipment_id, carrier_id=sh.carrier_id,
-                tracking_number=sh.tracking_number)))
+                tracking_number=sh.tracking_number, wave=o.wave)))
         case "tms.shipment.booking_failed" if s == "PACKED":
             reason = f"{body.reason_code}: {body.reason}"
-            d.status, d.reason = "CANCELLING", reason
-            d.entries += [Entry("tms", "shipment.booking_failed", reason),
-                          Entry("ordertoship", "compensate", "release allocation, cancel sales order")]
-            d.commands.append(_cancel_fulfilment(o, reason))
-        case "wms.fulfilment.shipped" if s not in TERMINAL and s != "SHIPPED":
-            f = body.fulfilment_order
-            d.status = "SHIPPED"
-            d.entries += [Entry("wms", "shipped", f"ship confirmed, tracking {f.tracking_number}"),
-                          Entry("ordertoship", "invoice.requested", "shipment confirmation posted to ERP")]
-            shipped = {q.sku: q.quantity for q in f.lines}
-            d.commands.append(("cmd.erp.invoice.post", erp.PostInvoice(
-                order_id=o.order_id, shipment_id=f.shipment_id or f"SHP-{o.order_id}",
-                shipped_lines=[erp_pb2.SalesOrderLine(line_number=ln.line_number, sku=ln.sku,
-                                                      quantity=shipped.get(ln.sku, ln.quantity))
-                               for ln in o.lines],
-            )))
+            refused = "; ".join(f"{a.carrier_id} {a.service_level}: {a.reason}" for a in body.refused_attempts)
+            d.status, d.reason = "ON_HOLD", f"carrier failure: {reason}"
+            d.updates["held_from"] = "PACKED"
+            d.entries += [Entry("tms", "shipment.booking_failed", reason + (f" ({refused})" if refused else "")),
+                          Entry("ordertoship", "exception.held",
+                                "held for a decision: retry, reassign the carrier or cancel")]
+            d.raised.append(Raised("CARRIER_FAILED", [], reason + (f" ({refused})" if refused else ""),
+                                   o.wave, "HOLD"))
+        case "wms.fulfilment.shipped" if s not in TERMINAL:
+            _shipped(o, body, d)
         case "wms.fulfilment.cancelled" if s == "CANCELLING":
             d.status = "CANCELLED"
             d.entries.append(Entry("wms", "fulfilment.cancelled", "allocation released"))
             d.commands.append(_cancel_sales_order(o, "order cancelled"))
+        case "wms.fulfilment.cancelled" if s not in TERMINAL and _nothing_open(body.fulfilment_order):
+            # Every missing quantity was cancelled and nothing else is open.
+            d.entries.append(Entry("wms", "fulfilment.closed", body.reason))
+            if o.shipments:
+                d.status = "INVOICED" if all(o.shipments.values()) else "SHIPPED"
+            else:
+                d.status, d.reason = "CANCELLED", "every line cancelled"
         case "wms.fulfilment.cancel_refused":
             d.entries.append(Entry("wms", "cancel.refused", body.reason))
     return d
@@ -208,19 +351,109 @@ def _milestone(o: Order, subject: str, body: Message, d: Decision) -> None:
     detail = {"ALLOCATED": f"stock allocated in {o.warehouse_id}",
               "PICKED": "",
               "PACKED": f"{body.fulfilment_order.package_weight_grams} g"}[target]
-    if o.status not in IN_WAREHOUSE:
-        return  # cancelling or finished: nothing moves
-    if IN_WAREHOUSE.index(o.status) >= IN_WAREHOUSE.index(target):
+    wave = _wave_of(body)
+    current = o.status
+    if wave > o.wave and o.status in IN_WAREHOUSE + ["PARTIALLY_SHIPPED"]:
+        d.updates["wave"] = wave  # the next shipment has started
+        current = "RELEASED"
+    if o.status not in IN_WAREHOUSE + ["PARTIALLY_SHIPPED"] or wave < o.wave or current == "PARTIALLY_SHIPPED":
+        if o.status not in TERMINAL and o.status != "CANCELLING":
+            d.entries.append(Entry("wms", step, (detail + " (reported late)").strip()))
+        return  # cancelling, on hold, finished, or about an earlier shipment: nothing moves
+    if IN_WAREHOUSE.index(current) >= IN_WAREHOUSE.index(target):
         d.entries.append(Entry("wms", step, (detail + " (reported late)").strip()))
         return
     d.status = target
     d.entries.append(Entry("wms", step, detail))
     if target == "PACKED":
-        d.entries.append(Entry("ordertoship", "shipment.requested", "booking requested from TMS"))
-        d.commands.append(("cmd.tms.shipment.book", tms.BookShipment(
-            order_id=o.order_id, warehouse_id=o.warehouse_id, destination=o.ship_to,
-            weight_grams=body.fulfilment_order.package_weight_grams, service_level=o.service_level,
-            currency_code=o.currency_code)))
+        weight = body.fulfilment_order.package_weight_grams
+        d.updates["package_weight_grams"] = weight
+        d.entries.append(Entry("ordertoship", "shipment.requested",
+                               f"booking of {shipment_id(o, wave)} requested from TMS"))
+        d.commands.append(_book(o, wave, weight))
+
+
+def _nothing_open(f) -> bool:
+    return bool(f.progress) and all(p.shipped_quantity + p.cancelled_quantity >= p.ordered_quantity
+                                    for p in f.progress)
+
+
+def _exception(o: Order, body: Message, d: Decision) -> None:
+    """A warehouse exception: decided by the order's policy, or held for a person."""
+    kind = wms_pb2.ExceptionKind.Name(body.kind).removeprefix("EXCEPTION_KIND_")
+    lines = [(q.sku, q.quantity) for q in body.lines]
+    wave = _wave_of(body)
+    step = f"exception.{kind.lower()}"
+    d.entries.append(Entry("wms", step, body.detail or _quantities(lines)))
+    policy = o.exception_policy
+    if policy == "HOLD":
+        d.status, d.reason = "ON_HOLD", f"{kind}: {body.detail}"
+        d.updates["held_from"] = o.status if o.status != "ON_HOLD" else o.held_from
+        d.entries.append(Entry("ordertoship", "exception.held",
+                               "held for a decision: ship partial, cancel the lines or cancel the order"))
+        d.raised.append(Raised(kind, lines, body.detail, wave, policy))
+        return
+    d.raised.append(Raised(kind, lines, body.detail, wave, policy, status="RESOLVED", action=policy,
+                           resolved_by="policy"))
+    _decide_missing(o, d, policy, lines, wave, f"policy {policy}")
+
+
+def _shipped(o: Order, body: Message, d: Decision) -> None:
+    """One shipment left: invoice it (once); the order is SHIPPED, or PARTIALLY_SHIPPED while lines stay open."""
+    f = body.fulfilment_order
+    wave = body.wave or f.wave or 1
+    sid = f.shipment_id or shipment_id(o, wave)
+    if sid in o.shipments:
+        return  # a repeat
+    shipped = [(q.sku, q.quantity) for q in (body.shipped_lines or f.lines)]
+    remaining = [(q.sku, q.quantity) for q in body.remaining_lines]
+    d.shipments.append(ShipmentRecord(sid, wave, shipped, f.carrier_id, f.tracking_number))
+    quantities = dict(shipped)
+    d.entries += [Entry("wms", "shipped", f"{sid} ship confirmed ({_quantities(shipped)}), "
+                                          f"tracking {f.tracking_number}"),
+                  Entry("ordertoship", "invoice.requested", f"shipment {sid} posted to ERP")]
+    d.commands.append(("cmd.erp.invoice.post", erp.PostInvoice(
+        order_id=o.order_id, shipment_id=sid,
+        shipped_lines=[erp_pb2.SalesOrderLine(line_number=ln.line_number, sku=ln.sku,
+                                              quantity=quantities[ln.sku])
+                       for ln in o.lines if quantities.get(ln.sku)],
+    )))
+    if wave < o.wave:
+        return  # a later shipment is already under way
+    if remaining:
+        d.status, d.reason = "PARTIALLY_SHIPPED", f"still to ship: {_quantities(remaining)}"
+    else:
+        d.status = "SHIPPED"
+
+
+def resolve(o: Order, exc: OpenException, action: str, resolved_by: str, *, carrier_id: str = "",
+            note: str = "") -> Decision:
+    """A person's decision on an open exception; the workflow resumes where it was held."""
+    if action not in ACTIONS.get(exc.kind, ()):
+        raise InvalidAction(f"{action} does not resolve a {exc.kind} exception; "
+                            f"use one of {', '.join(ACTIONS.get(exc.kind, ()))}")
+    if action == "REASSIGN_CARRIER" and not carrier_id:
+        raise InvalidAction("REASSIGN_CARRIER needs a carrier_id")
+    d = Decision(resolution=Resolution(exc.exception_id, action, resolved_by, note))
+    d.entries.append(Entry("ordertoship", "exception.resolved",
+                           f"{exc.exception_id} ({exc.kind}) resolved by {resolved_by}: {action}"
+                           + (f" {carrier_id}" if carrier_id else "") + (f" - {note}" if note else "")))
+    if action == "CANCEL_ORDER":
+        reason = f"cancelled by {resolved_by} ({exc.kind})"
+        d.status, d.reason = "CANCELLING", reason
+        d.commands.append(_cancel_fulfilment(o, reason))
+        return d
+    if o.status == "ON_HOLD":
+        d.status, d.reason = o.held_from or "RELEASED", ""
+    if exc.kind in WAREHOUSE_EXCEPTIONS:
+        _decide_missing(o, d, action, exc.lines, exc.wave, resolved_by)
+    else:
+        d.commands.append(_book(o, o.wave, o.package_weight_grams,
+                                carrier_id if action == "REASSIGN_CARRIER" else ""))
+        d.entries.append(Entry("ordertoship", "shipment.requested",
+                               f"booking of {shipment_id(o, o.wave)} requested again"
+                               + (f" with {carrier_id}" if action == "REASSIGN_CARRIER" else "")))
+    return d
 
 
 def cancel(o: Order, reason: str) -> Decision:

@@ -58,7 +58,36 @@ def shipping_options(
     return sorted(options, key=lambda o: (o.price_minor, o.transit_days, o.carrier_id))
 
 
-def tracking_number(carrier_id: str, order_id: str) -> str:
-    """Deterministic per carrier and order, so a re-booking gets the same label."""
-    digest = hashlib.sha256(f"{carrier_id}:{order_id}".encode()).hexdigest()[:12].upper()
+@dataclass(frozen=True)
+class Refusal:
+    carrier_id: str
+    service_level: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Choice:
+    option: Option | None
+    refused: tuple[Refusal, ...]
+
+
+def first_accepting(options: list[Option], suspended: set[str]) -> Choice:
+    """The first option (cheapest first) whose carrier takes the booking.
+
+    A carrier whose booking system is down (suspended) refuses; the booking
+    falls through to the next option, and every refusal is kept for the
+    order's timeline.
+    """
+    refused = []
+    for o in options:
+        if o.carrier_id in suspended:
+            refused.append(Refusal(o.carrier_id, o.service_level, "carrier refused: booking system unavailable"))
+            continue
+        return Choice(o, tuple(refused))
+    return Choice(None, tuple(refused))
+
+
+def tracking_number(carrier_id: str, shipment_id: str) -> str:
+    """Deterministic per carrier and shipment, so a re-booking gets the same label."""
+    digest = hashlib.sha256(f"{carrier_id}:{shipment_id}".encode()).hexdigest()[:12].upper()
     return f"{carrier_id[:3].upper()}{digest}"

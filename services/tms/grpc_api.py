@@ -42,5 +42,5 @@ class TmsServicer(tms_pb2_grpc.TmsServiceServicer):
 
     async def GetShipment(self, request, context):
         async with self.store.read() as conn:
-            row = await service.get_shipment(conn, request.order_id)
+            row = await service.get_shipment(conn, request.order_id, request.shipment_id)
         return tms_pb2.GetShipmentResponse(shipment=service.shipment_pb(row))

@@ -42,7 +42,8 @@ async def upsert_carrier(tx: Tx, c: tms_pb2.Carrier) -> None:
     conn = tx.conn
     await conn.execute(delete(rates).where(rates.c.carrier_id == c.carrier_id))
     await conn.execute(delete(carriers).where(carriers.c.carrier_id == c.carrier_id))
-    await conn.execute(carriers.insert().values(carrier_id=c.carrier_id, name=c.name, active=c.active))
+    await conn.execute(carriers.insert().values(carrier_id=c.carrier_id, name=c.name, active=c.active,
+                                                suspended=c.suspended))
     for r in c.rates:
         await conn.execute(
             rates.insert().values(
@@ -67,6 +68,7 @@ async def list_carriers(conn: AsyncConnection) -> list[tms_pb2.Carrier]:
                 carrier_id=c.carrier_id,
                 name=c.name,
                 active=c.active,
+                suspended=c.suspended,
                 rates=[
                     tms_pb2.Rate(
                         service_level=r.service_level,
@@ -130,22 +132,46 @@ def shipment_pb(row) -> tms_pb2.Shipment:
     return s
 
 
-async def get_shipment(conn: AsyncConnection, order_id: str):
-    row = (await conn.execute(select(shipments).where(shipments.c.order_id == order_id))).first()
+async def get_shipment(conn: AsyncConnection, order_id: str, shipment_id: str = ""):
+    """A shipment by id, else the order's latest."""
+    if shipment_id:
+        query = select(shipments).where(shipments.c.shipment_id == shipment_id)
+    else:
+        query = (select(shipments).where(shipments.c.order_id == order_id)
+                 .order_by(shipments.c.book_time.desc(), shipments.c.shipment_id.desc()).limit(1))
+    row = (await conn.execute(query)).first()
     if row is None:
-        raise NotFound("shipment", order_id, f"no shipment for order {order_id!r}")
+        raise NotFound("shipment", shipment_id or order_id,
+                       f"no shipment {shipment_id!r}" if shipment_id else f"no shipment for order {order_id!r}")
     return row
 
 
+def _attempts_pb(text: str) -> list[events.BookingAttempt]:
+    out = []
+    for line in filter(None, text.split("\n")):
+        who, _, reason = line.partition(": ")
+        carrier_id, _, level = who.partition("/")
+        out.append(events.BookingAttempt(carrier_id=carrier_id, service_level=level, reason=reason))
+    return out
+
+
 async def book_shipment(tx: Tx, cmd: events.BookShipment) -> None:
-    """Book the cheapest eligible option; one shipment per order."""
+    """Book the cheapest eligible option; a carrier that refuses passes it to the next one.
+
+    Idempotent on shipment_id (an order may ship in several shipments). When
+    no option is left the booking fails with every refusal listed, and a
+    retry of the same command may book later (nothing is recorded for a
+    failed booking).
+    """
+    shipment_id = cmd.shipment_id or f"SHP-{cmd.order_id}"
     existing = (
-        await tx.conn.execute(select(shipments).where(shipments.c.order_id == cmd.order_id))
+        await tx.conn.execute(select(shipments).where(shipments.c.shipment_id == shipment_id))
     ).first()
     if existing is not None:
         # A repeated command: say again what was booked.
-        await tx.emit("tms.shipment.booked", events.ShipmentBooked(shipment=shipment_pb(existing)),
-                      key=cmd.order_id)
+        await tx.emit("tms.shipment.booked", events.ShipmentBooked(
+            shipment=shipment_pb(existing), refused_attempts=_attempts_pb(existing.refused_attempts)),
+            key=cmd.order_id)
         return
     options = domain.shipping_options(
         await load_rates(tx.conn),
@@ -154,48 +180,58 @@ async def book_shipment(tx: Tx, cmd: events.BookShipment) -> None:
         currency_code=cmd.currency_code,
         service_level=cmd.service_level,
     )
-    if not options:
+    if cmd.carrier_id:
+        options = [o for o in options if o.carrier_id == cmd.carrier_id]
+    suspended = set((await tx.conn.execute(
+        select(carriers.c.carrier_id).where(carriers.c.suspended.is_(True)))).scalars())
+    choice = domain.first_accepting(options, suspended)
+    if choice.option is None:
+        if options:
+            code, reason = "ALL_CARRIERS_REFUSED", f"all {len(options)} eligible option(s) refused the booking"
+        else:
+            code = "NO_CARRIER_SERVICE"
+            reason = (f"no active carrier{' ' + cmd.carrier_id if cmd.carrier_id else ''} serves "
+                      f"{cmd.destination.country_code or '?'} at {cmd.weight_grams} g"
+                      + (f" with service level {cmd.service_level}" if cmd.service_level else ""))
         await tx.emit(
             "tms.shipment.booking_failed",
             events.ShipmentBookingFailed(
-                order_id=cmd.order_id,
-                reason_code="NO_CARRIER_SERVICE",
-                reason=(f"no active carrier serves {cmd.destination.country_code or '?'} "
-                        f"at {cmd.weight_grams} g"
-                        + (f" with service level {cmd.service_level}" if cmd.service_level else "")),
-            ),
+                order_id=cmd.order_id, shipment_id=shipment_id, reason_code=code, reason=reason,
+                refused_attempts=[events.BookingAttempt(carrier_id=a.carrier_id, service_level=a.service_level,
+                                                        reason=a.reason) for a in choice.refused]),
             key=cmd.order_id,
         )
         return
-    best = options[0]
+    best = choice.option
     now = utcnow()
     values = dict(
-        shipment_id=f"SHP-{cmd.order_id}",
+        shipment_id=shipment_id,
         order_id=cmd.order_id,
         carrier_id=best.carrier_id,
         service_level=best.service_level,
-        tracking_number=domain.tracking_number(best.carrier_id, cmd.order_id),
+        tracking_number=domain.tracking_number(best.carrier_id, shipment_id),
         currency_code=best.currency_code,
         price_minor=best.price_minor,
         status="BOOKED",
         book_time=now,
         dispatch_time=None,
+        refused_attempts="\n".join(f"{a.carrier_id}/{a.service_level}: {a.reason}" for a in choice.refused),
     )
     await tx.conn.execute(shipments.insert().values(**values))
-    row = (await tx.conn.execute(select(shipments).where(shipments.c.order_id == cmd.order_id))).one()
-    await tx.emit("tms.shipment.booked", events.ShipmentBooked(shipment=shipment_pb(row)),
-                  key=cmd.order_id)
+    row = (await tx.conn.execute(select(shipments).where(shipments.c.shipment_id == shipment_id))).one()
+    await tx.emit("tms.shipment.booked", events.ShipmentBooked(
+        shipment=shipment_pb(row), refused_attempts=_attempts_pb(row.refused_attempts)), key=cmd.order_id)
 
 
 async def mark_dispatched(tx: Tx, fulfilment: wms_pb2.FulfilmentOrder) -> None:
+    key = (shipments.c.shipment_id == fulfilment.shipment_id if fulfilment.shipment_id
+           else shipments.c.order_id == fulfilment.order_id)
     result = await tx.conn.execute(
-        update(shipments)
-        .where(shipments.c.order_id == fulfilment.order_id, shipments.c.status == "BOOKED")
+        update(shipments).where(key, shipments.c.status == "BOOKED")
         .values(status="DISPATCHED", dispatch_time=utcnow())
     )
     if result.rowcount:
-        row = (await tx.conn.execute(
-            select(shipments).where(shipments.c.order_id == fulfilment.order_id))).one()
+        row = (await tx.conn.execute(select(shipments).where(key).limit(1))).one()
         await tx.emit("tms.shipment.dispatched", events.ShipmentDispatched(shipment=shipment_pb(row)),
                       key=fulfilment.order_id)
 

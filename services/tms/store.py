@@ -26,6 +26,8 @@ carriers = Table(
     Column("carrier_id", String(64), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("active", Boolean, nullable=False, default=True),
+    # Simulated outage of the carrier's booking system: it refuses bookings.
+    Column("suspended", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 rates = Table(
@@ -47,7 +49,8 @@ shipments = Table(
     "shipments",
     metadata,
     Column("shipment_id", String(64), primary_key=True),
-    Column("order_id", String(64), nullable=False, unique=True),
+    # An order ships in one shipment, or several after a partial shipment.
+    Column("order_id", String(64), nullable=False, index=True),
     Column("carrier_id", String(64), nullable=False),
     Column("service_level", String(64), nullable=False),
     Column("tracking_number", String(64), nullable=False, unique=True),
@@ -56,6 +59,8 @@ shipments = Table(
     Column("status", String(20), nullable=False),
     Column("book_time", DateTime(timezone=True), nullable=False),
     Column("dispatch_time", DateTime(timezone=True)),
+    # Carriers that refused before this one took it: "carrier/level: reason" lines.
+    Column("refused_attempts", Text, nullable=False, default="", server_default=""),
 )
 
 # Replica of ERP master data (erp.item.upserted / erp.customer.upserted);

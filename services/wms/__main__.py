@@ -8,7 +8,7 @@ from crossdock.wms.v1 import wms_pb2_grpc
 from services.mesh.app import ServiceApp, run
 
 from . import handlers
-from .autopilot import ReturnsAutopilot, autopilot, returns_autopilot
+from .autopilot import Mishaps, ReturnsAutopilot, autopilot, returns_autopilot
 from .grpc_api import WmsServicer
 from .service import Delays
 from .store import metadata
@@ -25,7 +25,7 @@ def bootstrap(app: ServiceApp) -> None:
     app.add_consumer("wms-master-data", "ERP", ["erp.item.upserted", "erp.customer.upserted"],
                      handlers.on_master_data)
     if app.settings.wms_autopilot:
-        app.add_loop(autopilot(app.store, delays))
+        app.add_loop(autopilot(app.store, delays, Mishaps.from_settings(app.settings)))
     if pilot.enabled:
         app.add_loop(returns_autopilot(app.store, pilot))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -26,11 +27,46 @@ log = structlog.get_logger()
 POLL_INTERVAL_S = 0.1
 
 
-def autopilot(store: Store, delays: service.Delays) -> Callable[[asyncio.Event], Awaitable[None]]:
+@dataclass(frozen=True)
+class Mishaps:
+    """How often the autopilot finds a unit short at picking or damaged at packing
+    (CROSSDOCK_WMS_SHORT_PICK_RATE, CROSSDOCK_WMS_DAMAGE_RATE)."""
+
+    short_pick_rate: float = 0.0
+    damage_rate: float = 0.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> Mishaps:
+        return cls(s.wms_short_pick_rate, s.wms_damage_rate)
+
+
+async def _one_unit_less(tx, order_id: str, rate: float) -> dict[str, int] | None:
+    """With probability ``rate``: the wave as found with one unit of one line missing."""
+    if rate <= 0 or random.random() >= rate:
+        return None
+    wave = {sku: qty for sku, qty in await service.wave_lines(tx.conn, order_id) if qty}
+    if not wave:
+        return None
+    sku = random.choice(sorted(wave))
+    return {sku: 1}
+
+
+def autopilot(store: Store, delays: service.Delays,
+              mishaps: Mishaps = Mishaps()) -> Callable[[asyncio.Event], Awaitable[None]]:
+    async def pick(tx, order_id):
+        missing = await _one_unit_less(tx, order_id, mishaps.short_pick_rate)
+        found = None
+        if missing:
+            found = {sku: qty - missing.get(sku, 0) for sku, qty in await service.wave_lines(tx.conn, order_id)}
+        return await service.pick(tx, order_id, delays, found)
+
+    async def pack(tx, order_id):
+        return await service.pack(tx, order_id, 0, await _one_unit_less(tx, order_id, mishaps.damage_rate))
+
     steps = {
-        "ALLOCATED": lambda tx, order_id: service.pick(tx, order_id, delays),
-        "PICKED": service.pack,
-        "LABELLED": service.ship,
+        "ALLOCATED": pick,
+        "PICKED": pack,
+        "LABELLED": lambda tx, order_id: service.ship(tx, order_id, delays),
     }
 
     async def autopilot(stop: asyncio.Event) -> None:

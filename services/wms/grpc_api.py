@@ -47,18 +47,24 @@ class WmsServicer(wms_pb2_grpc.WmsServiceServicer):
 
     async def ConfirmPick(self, request, context):
         async with self.store.transaction() as tx:
-            order = await service.confirm_pick(tx, request.order_id, self.delays)
+            order = await service.confirm_pick(tx, request.order_id, self.delays, request.picked_lines)
         return wms_pb2.ConfirmPickResponse(fulfilment_order=order)
 
     async def ConfirmPack(self, request, context):
         async with self.store.transaction() as tx:
-            order = await service.confirm_pack(tx, request.order_id, request.package_weight_grams)
+            order = await service.confirm_pack(tx, request.order_id, request.package_weight_grams,
+                                               request.damaged_lines)
         return wms_pb2.ConfirmPackResponse(fulfilment_order=order)
 
     async def ConfirmShip(self, request, context):
         async with self.store.transaction() as tx:
-            order = await service.confirm_ship(tx, request.order_id)
+            order = await service.confirm_ship(tx, request.order_id, self.delays)
         return wms_pb2.ConfirmShipResponse(fulfilment_order=order)
+
+    async def ReportStockCount(self, request, context):
+        async with self.store.transaction() as tx:
+            position, affected = await service.report_stock_count(tx, request, self.delays)
+        return wms_pb2.ReportStockCountResponse(position=position, affected_order_ids=affected)
 
     async def GetReturnReceipt(self, request, context):
         async with self.store.read() as conn:

@@ -25,6 +25,8 @@ def on_command(delays: service.Delays, pilot: ReturnsAutopilot) -> Handler:
             await service.cancel_fulfilment(tx, env.body, delays)
         elif env.subject == "cmd.wms.fulfilment.assign_shipment":
             await service.assign_shipment(tx, env.body, delays)
+        elif env.subject == "cmd.wms.fulfilment.resolve":
+            await service.resolve_exception(tx, env.body, delays)
 
     return on_command
 

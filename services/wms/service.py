@@ -307,19 +307,57 @@ async def inventory_as_of(conn: AsyncConnection, refs) -> list[wms_pb2.Inventory
 
 
 # ---- fulfilment orders ----
+#
+# A fulfilment ships in one or more waves. Each line has an ordered quantity;
+# open = ordered - shipped - cancelled. Allocation takes all open quantities
+# at once (all or nothing) into the wave (wave_quantity, allocated in stock).
+# An exception (short pick, damage, stock discrepancy) writes off what is
+# missing from the wave and parks it in exception_quantity until
+# order-to-ship decides: SHIP_PARTIAL leaves it open (a later wave ships it),
+# CANCEL_LINES cancels it. A ship confirmation ships the wave; what is still
+# open goes back to BACKORDERED as the next wave.
+
+
+@dataclass(frozen=True)
+class FLine:
+    line_no: int
+    sku: str
+    quantity: int
+    shipped: int
+    cancelled: int
+    wave: int
+    exception: int
+
+    @property
+    def open(self) -> int:
+        return self.quantity - self.shipped - self.cancelled
 
 
 async def _fulfilment(conn: AsyncConnection, order_id: str):
     return (await conn.execute(select(fulfilments).where(fulfilments.c.order_id == order_id))).first()
 
 
-async def _lines_of(conn: AsyncConnection, order_id: str) -> list[domain.Line]:
+async def _flines(conn: AsyncConnection, order_id: str) -> list[FLine]:
+    c = fulfilment_lines.c
     rows = await conn.execute(
-        select(fulfilment_lines.c.sku, fulfilment_lines.c.quantity)
-        .where(fulfilment_lines.c.order_id == order_id)
-        .order_by(fulfilment_lines.c.line_no)
-    )
-    return [(r.sku, r.quantity) for r in rows]
+        select(c.line_no, c.sku, c.quantity, c.shipped, c.cancelled, c.wave_quantity, c.exception_quantity)
+        .where(c.order_id == order_id).order_by(c.line_no))
+    return [FLine(*r) for r in rows]
+
+
+async def wave_lines(conn: AsyncConnection, order_id: str) -> list[domain.Line]:
+    """The current shipment's quantities by SKU."""
+    return [(x.sku, x.wave) for x in await _flines(conn, order_id)]
+
+
+async def _lines_of(conn: AsyncConnection, order_id: str) -> list[domain.Line]:
+    """The lines as ordered."""
+    return [(x.sku, x.quantity) for x in await _flines(conn, order_id)]
+
+
+async def _set_line(tx: Tx, order_id: str, line_no: int, **values) -> None:
+    await tx.conn.execute(update(fulfilment_lines).where(
+        fulfilment_lines.c.order_id == order_id, fulfilment_lines.c.line_no == line_no).values(**values))
 
 
 async def fulfilment_pb(conn: AsyncConnection, order_id: str) -> wms_pb2.FulfilmentOrder:
@@ -331,15 +369,26 @@ async def fulfilment_pb(conn: AsyncConnection, order_id: str) -> wms_pb2.Fulfilm
 
 async def _order_pb(conn: AsyncConnection, row) -> wms_pb2.FulfilmentOrder:
     order_id = row.order_id
+    lines = await _flines(conn, order_id)
     fo = wms_pb2.FulfilmentOrder(
         fulfilment_id=row.fulfilment_id, order_id=row.order_id, warehouse_id=row.warehouse_id,
-        lines=_quantities(await _lines_of(conn, order_id)),
+        lines=_quantities((x.sku, x.quantity) for x in lines),
         status=_status_pb(row.status),
         shortage_policy=wms_pb2.ShortagePolicy.Value(f"SHORTAGE_POLICY_{row.shortage_policy}"),
         ship_to=_address_pb(row, "ship_to_"), shipment_id=row.shipment_id,
         carrier_id=row.carrier_id, tracking_number=row.tracking_number,
-        package_weight_grams=row.package_weight_grams,
+        package_weight_grams=row.package_weight_grams, wave=row.wave,
+        progress=[wms_pb2.FulfilmentLine(sku=x.sku, ordered_quantity=x.quantity, shipped_quantity=x.shipped,
+                                         cancelled_quantity=x.cancelled, wave_quantity=x.wave,
+                                         exception_quantity=x.exception) for x in lines],
     )
+    if row.status == "EXCEPTION":
+        fo.exception.CopyFrom(wms_pb2.FulfilmentException(
+            kind=wms_pb2.ExceptionKind.Value(f"EXCEPTION_KIND_{row.exception_kind}"),
+            lines=_quantities((x.sku, x.exception) for x in lines if x.exception),
+            detail=row.exception_detail))
+        if row.exception_at is not None:
+            fo.exception.time.FromDatetime(row.exception_at)
     rows = await conn.execute(
         select(milestones).where(milestones.c.order_id == order_id).order_by(milestones.c.id)
     )
@@ -391,7 +440,7 @@ async def create_fulfilment(tx: Tx, cmd: events.CreateFulfilment, delays: Delays
     await tx.conn.execute(fulfilments.insert().values(
         fulfilment_id=f"FUL-{cmd.order_id}", order_id=cmd.order_id, warehouse_id=cmd.warehouse_id,
         status="BACKORDERED", shortage_policy=policy, **_address_values(cmd.ship_to, "ship_to_"),
-        created_at=now, updated_at=now, traceparent=trace.get("traceparent", ""),
+        created_at=now, updated_at=now, traceparent=trace.get("traceparent", ""), wave=1,
     ))
     if lines:
         await tx.conn.execute(fulfilment_lines.insert(), [
@@ -421,72 +470,257 @@ async def _reject(tx: Tx, order_id: str, code: str, reason: str,
                 shortages=_quantities(short))
 
 
+def _open(lines: list[FLine]) -> list[domain.Line]:
+    """What is still to ship, by SKU (lines with nothing open left out)."""
+    return [(x.sku, x.open) for x in lines if x.open > 0]
+
+
 async def allocate(tx: Tx, order_id: str, delays: Delays) -> bool:
-    """BACKORDERED -> ALLOCATED, all or nothing: only when every line fits in available stock.
+    """BACKORDERED -> ALLOCATED, all or nothing: only when every open quantity fits in available stock.
 
     The stock rows stay locked until commit, so allocated never exceeds on-hand
     (the store's check constraint refuses it anyway).
     """
     row = await _fulfilment(tx.conn, order_id)
-    lines = await _lines_of(tx.conn, order_id)
-    available = await _available(tx.conn, row.warehouse_id, [sku for sku, _ in lines])
-    if domain.shortages(lines, available) or not await _advance(
+    lines = await _flines(tx.conn, order_id)
+    wanted = _open(lines)
+    available = await _available(tx.conn, row.warehouse_id, [sku for sku, _ in wanted])
+    if not wanted or domain.shortages(wanted, available) or not await _advance(
         tx, order_id, "BACKORDERED", "ALLOCATED", next_step_at=_due_in(delays.pick)
     ):
         return False
-    for sku, qty in lines:
-        await tx.conn.execute(update(stock).where(_stock_key(row.warehouse_id, sku))
-                              .values(allocated=stock.c.allocated + qty))
+    for x in lines:
+        if x.open > 0:
+            await _set_line(tx, order_id, x.line_no, wave_quantity=x.open)
+            await tx.conn.execute(update(stock).where(_stock_key(row.warehouse_id, x.sku))
+                                  .values(allocated=stock.c.allocated + x.open))
     await _emit(tx, "wms.fulfilment.allocated", order_id)
     return True
 
 
 async def allocate_backorders(tx: Tx, warehouse_id: str, delays: Delays) -> None:
     """Allocate the warehouse's backordered orders that now fit, first come first served."""
+    c = fulfilment_lines.c
     rows = await tx.conn.execute(
-        select(fulfilments.c.order_id, fulfilments.c.created_at, fulfilment_lines.c.sku,
-               fulfilment_lines.c.quantity)
-        .join(fulfilment_lines, fulfilment_lines.c.order_id == fulfilments.c.order_id)
+        select(fulfilments.c.order_id, fulfilments.c.created_at, c.sku,
+               (c.quantity - c.shipped - c.cancelled).label("open"))
+        .join(fulfilment_lines, c.order_id == fulfilments.c.order_id)
         .where(fulfilments.c.warehouse_id == warehouse_id, fulfilments.c.status == "BACKORDERED")
-        .order_by(fulfilments.c.order_id, fulfilment_lines.c.line_no)
+        .order_by(fulfilments.c.order_id, c.line_no)
     )
     waiting: dict[str, tuple] = {}
     for r in rows:
-        waiting.setdefault(r.order_id, (r.created_at, []))[1].append((r.sku, r.quantity))
-    backorders = [domain.Backorder(oid, at, tuple(lines)) for oid, (at, lines) in waiting.items()]
+        lines = waiting.setdefault(r.order_id, (r.created_at, []))[1]
+        if r.open > 0:
+            lines.append((r.sku, r.open))
+    backorders = [domain.Backorder(oid, at, tuple(lines)) for oid, (at, lines) in waiting.items() if lines]
     available = await _available(tx.conn, warehouse_id, {sku for b in backorders for sku, _ in b.lines})
     for order_id in domain.fcfs_allocation(backorders, available):
         await allocate(tx, order_id, delays)
 
 
-async def pick(tx: Tx, order_id: str, delays: Delays) -> bool:
-    """ALLOCATED -> PICKED."""
+async def _write_off(tx: Tx, warehouse_id: str, sku: str, qty: int, why: str, order_id: str) -> None:
+    """Units allocated to an order that are not there (or not sellable): on-hand and allocation drop."""
+    await _move(tx, warehouse_id, sku, -qty, events.MOVEMENT_REASON_ADJUSTMENT, f"{why} {order_id}",
+                allocated_delta=-qty)
+
+
+async def _raise_exception(tx: Tx, order_id: str, expected: str, kind: str, resume: str,
+                           missing: dict[int, int], detail: str) -> bool:
+    """expected -> EXCEPTION: the missing quantities leave the wave and wait for a decision."""
+    if not await _advance(tx, order_id, expected, "EXCEPTION", next_step_at=None, exception_kind=kind,
+                          exception_detail=detail, exception_at=utcnow(), resume_status=resume):
+        return False
+    lines = await _flines(tx.conn, order_id)
+    for x in lines:
+        if qty := missing.get(x.line_no, 0):
+            await _set_line(tx, order_id, x.line_no, wave_quantity=x.wave - qty,
+                            exception_quantity=x.exception + qty)
+    short = [(x.sku, missing[x.line_no]) for x in lines if missing.get(x.line_no)]
+    await _emit(tx, "wms.fulfilment.exception", order_id, kind=wms_pb2.ExceptionKind.Value(f"EXCEPTION_KIND_{kind}"),
+                lines=_quantities(short), detail=detail)
+    return True
+
+
+def _missing(lines: list[FLine], found: dict[str, int] | None, what: str) -> dict[int, int]:
+    """line_no -> quantity missing from the wave, given what was found per SKU (None: everything)."""
+    if found is None:
+        return {}
+    problems = [(f"{what}[{sku}]", "not on the order") for sku in found if sku not in {x.sku for x in lines}]
+    missing = {}
+    for x in lines:
+        got = found.get(x.sku, x.wave)
+        if got < 0 or got > x.wave:
+            problems.append((f"{what}[{x.sku}]", f"between 0 and the {x.wave} in this shipment"))
+        elif got < x.wave:
+            missing[x.line_no] = x.wave - got
+    if problems:
+        raise InvalidArgument(problems)
+    return missing
+
+
+async def pick(tx: Tx, order_id: str, delays: Delays, picked: dict[str, int] | None = None) -> bool:
+    """ALLOCATED -> PICKED; with less found than allocated, a SHORT_PICK exception instead."""
+    row = await _fulfilment(tx.conn, order_id)
+    if row is None or row.status != "ALLOCATED":
+        return False
+    lines = await _flines(tx.conn, order_id)
+    if missing := _missing(lines, picked, "picked_lines"):
+        if not await _raise_exception(
+                tx, order_id, "ALLOCATED", "SHORT_PICK", "PICKED", missing,
+                "found less than allocated: " + ", ".join(
+                    f"{x.sku} {x.wave - missing[x.line_no]} of {x.wave}" for x in lines if x.line_no in missing)):
+            return False
+        for x in lines:
+            if qty := missing.get(x.line_no):
+                await _write_off(tx, row.warehouse_id, x.sku, qty, "short-pick", order_id)
+        return True
     if not await _advance(tx, order_id, "ALLOCATED", "PICKED", next_step_at=_due_in(delays.pack)):
         return False
     await _emit(tx, "wms.fulfilment.picked", order_id)
     return True
 
 
-async def pack(tx: Tx, order_id: str, weight_grams: int = 0) -> bool:
-    """PICKED -> PACKED with the given package weight, else the item master's; then it waits for a shipment."""
-    lines = await _lines_of(tx.conn, order_id)
+async def _weight(tx: Tx, order_id: str, declared: int = 0) -> int:
+    lines = [(x.sku, x.wave) for x in await _flines(tx.conn, order_id) if x.wave]
     rows = await tx.conn.execute(select(items).where(items.c.sku.in_([sku for sku, _ in lines])))
-    weight = domain.package_weight(lines, {r.sku: r.weight_grams for r in rows}, weight_grams)
+    return domain.package_weight(lines, {r.sku: r.weight_grams for r in rows}, declared)
+
+
+async def pack(tx: Tx, order_id: str, weight_grams: int = 0, damaged: dict[str, int] | None = None) -> bool:
+    """PICKED -> PACKED with the given package weight, else the item master's; then it waits for a shipment.
+
+    Units damaged at packing are written off: a DAMAGED exception instead.
+    """
+    row = await _fulfilment(tx.conn, order_id)
+    if row is None or row.status != "PICKED":
+        return False
+    lines = await _flines(tx.conn, order_id)
+    if damaged:
+        found = {x.sku: x.wave - damaged.get(x.sku, 0) for x in lines}
+        found.update({sku: -1 for sku in damaged if sku not in found})
+        missing = _missing(lines, found, "damaged_lines")
+        if missing:
+            if not await _raise_exception(
+                    tx, order_id, "PICKED", "DAMAGED", "PACKED", missing,
+                    "damaged at packing: " + ", ".join(
+                        f"{x.sku} {missing[x.line_no]}" for x in lines if x.line_no in missing)):
+                return False
+            for x in lines:
+                if qty := missing.get(x.line_no):
+                    await _write_off(tx, row.warehouse_id, x.sku, qty, "damaged", order_id)
+            return True
+    weight = await _weight(tx, order_id, weight_grams)
     if not await _advance(tx, order_id, "PICKED", "PACKED", package_weight_grams=weight, next_step_at=None):
         return False
     await _emit(tx, "wms.fulfilment.packed", order_id)
     return True
 
 
-async def assign_shipment(tx: Tx, cmd: events.AssignShipment, delays: Delays) -> None:
-    """PACKED -> LABELLED with the booked carrier and tracking number."""
+async def resolve_exception(tx: Tx, cmd: events.ResolveFulfilmentException, delays: Delays) -> None:
+    """Order-to-ship's decision on an open exception, then the fulfilment moves on.
+
+    SHIP_PARTIAL leaves the missing quantity open (a later shipment), CANCEL_LINES
+    cancels it. With nothing left in the wave, the order goes back to waiting
+    for stock (or is cancelled when nothing is open at all); otherwise it
+    resumes where it stopped (allocated, picked or packed).
+    """
     row = await _fulfilment(tx.conn, cmd.order_id)
     if row is None:
         raise PermanentError(f"no fulfilment order {cmd.order_id!r}")
-    if row.status in ("LABELLED", "SHIPPED"):
+    if row.status != "EXCEPTION" or (cmd.wave and cmd.wave != row.wave):
+        log.info("wms.resolve.ignored", order_id=cmd.order_id, status=row.status, wave=row.wave)
+        return
+    if cmd.action not in (wms_pb2.EXCEPTION_ACTION_SHIP_PARTIAL, wms_pb2.EXCEPTION_ACTION_CANCEL_LINES):
+        raise PermanentError(f"unknown exception action {cmd.action}")
+    lines = await _flines(tx.conn, cmd.order_id)
+    for x in lines:
+        if x.exception:
+            extra = {"cancelled": x.cancelled + x.exception} \
+                if cmd.action == wms_pb2.EXCEPTION_ACTION_CANCEL_LINES else {}
+            await _set_line(tx, cmd.order_id, x.line_no, exception_quantity=0, **extra)
+    lines = await _flines(tx.conn, cmd.order_id)
+    clear = dict(exception_kind="", exception_detail="", exception_at=None, resume_status="")
+    if any(x.wave for x in lines):
+        resume = row.resume_status
+        values = {"ALLOCATED": dict(next_step_at=_due_in(delays.pick)),
+                  "PICKED": dict(next_step_at=_due_in(delays.pack)),
+                  "PACKED": dict(next_step_at=None,
+                                 package_weight_grams=await _weight(tx, cmd.order_id))}[resume]
+        await _advance(tx, cmd.order_id, "EXCEPTION", resume, **values, **clear)
+        await _emit(tx, f"wms.fulfilment.{resume.lower()}", cmd.order_id)
+    elif open_lines := _open(lines):
+        await _advance(tx, cmd.order_id, "EXCEPTION", "BACKORDERED", next_step_at=None, **clear)
+        await _emit(tx, "wms.fulfilment.backordered", cmd.order_id, shortages=_quantities(open_lines))
+        await allocate(tx, cmd.order_id, delays)
+    else:
+        await _advance(tx, cmd.order_id, "EXCEPTION", "CANCELLED", next_step_at=None, **clear)
+        await _emit(tx, "wms.fulfilment.cancelled", cmd.order_id, reason="every missing line cancelled")
+
+
+async def report_stock_count(tx: Tx, req: wms_pb2.ReportStockCountRequest,
+                             delays: Delays) -> tuple[wms_pb2.InventoryPosition, list[str]]:
+    """Correct on-hand to a count; when it no longer covers the allocations, the most recently
+    allocated orders that are not picked yet lose the difference (STOCK_DISCREPANCY)."""
+    problems = [(f, "required") for f in ("warehouse_id", "sku") if not getattr(req, f)]
+    if req.counted_on_hand < 0:
+        problems.append(("counted_on_hand", "must not be negative"))
+    if problems:
+        raise InvalidArgument(problems)
+    key = _stock_key(req.warehouse_id, req.sku)
+    pos = (await tx.conn.execute(select(stock).where(key))).first()
+    if pos is None:
+        raise NotFound("inventory position", f"{req.warehouse_id}/{req.sku}")
+    deficit = pos.allocated - req.counted_on_hand
+    affected = []
+    if deficit > 0:
+        c = fulfilment_lines.c
+        candidates = (await tx.conn.execute(
+            select(fulfilments.c.order_id, c.line_no, c.wave_quantity)
+            .join(fulfilment_lines, c.order_id == fulfilments.c.order_id)
+            .where(fulfilments.c.warehouse_id == req.warehouse_id, fulfilments.c.status == "ALLOCATED",
+                   c.sku == req.sku, c.wave_quantity > 0)
+            .order_by(fulfilments.c.updated_at.desc(), fulfilments.c.order_id.desc()))).all()
+        for cand in candidates:
+            if deficit <= 0:
+                break
+            take = min(deficit, cand.wave_quantity)
+            if await _raise_exception(tx, cand.order_id, "ALLOCATED", "STOCK_DISCREPANCY", "ALLOCATED",
+                                      {cand.line_no: take},
+                                      f"bin count of {req.sku} is {req.counted_on_hand}: {take} "
+                                      "allocated unit(s) are not there"):
+                await tx.conn.execute(update(stock).where(key).values(allocated=stock.c.allocated - take))
+                deficit -= take
+                affected.append(cand.order_id)
+    pos = (await tx.conn.execute(select(stock).where(key))).one()
+    if (delta := req.counted_on_hand - pos.on_hand) != 0:
+        if req.counted_on_hand < pos.allocated:
+            raise FailedPrecondition(
+                f"the count {req.counted_on_hand} is below what picked orders hold ({pos.allocated})",
+                reason="COUNT_BELOW_PICKED", subject=f"{req.warehouse_id}/{req.sku}")
+        await _move(tx, req.warehouse_id, req.sku, delta, events.MOVEMENT_REASON_ADJUSTMENT,
+                    f"count {req.reference}".strip())
+    if delta > 0:
+        await allocate_backorders(tx, req.warehouse_id, delays)
+    return position_pb((await tx.conn.execute(select(stock).where(key))).one()), affected
+
+
+async def assign_shipment(tx: Tx, cmd: events.AssignShipment, delays: Delays) -> None:
+    """PACKED -> LABELLED with the booked carrier and tracking number (of the current wave)."""
+    row = await _fulfilment(tx.conn, cmd.order_id)
+    if row is None:
+        raise PermanentError(f"no fulfilment order {cmd.order_id!r}")
+    if row.status in ("LABELLED", "SHIPPED") and row.shipment_id == cmd.shipment_id:
+        return
+    if cmd.wave and cmd.wave < row.wave:
+        log.info("wms.assign_shipment.earlier_wave", order_id=cmd.order_id, wave=cmd.wave, current=row.wave)
         return
     if row.status in ("CANCELLED", "REJECTED"):
         log.warning("wms.assign_shipment.ignored", order_id=cmd.order_id, status=row.status)
+        return
+    if row.shipment_id and row.shipment_id != cmd.shipment_id and row.status != "PACKED":
+        log.warning("wms.assign_shipment.stale", order_id=cmd.order_id, shipment_id=cmd.shipment_id,
+                    current=row.shipment_id)
         return
     if not await _advance(tx, cmd.order_id, "PACKED", "LABELLED", shipment_id=cmd.shipment_id,
                           carrier_id=cmd.carrier_id, tracking_number=cmd.tracking_number,
@@ -494,15 +728,31 @@ async def assign_shipment(tx: Tx, cmd: events.AssignShipment, delays: Delays) ->
         raise NotReady(f"fulfilment order {cmd.order_id!r} is {row.status}, not packed yet")
 
 
-async def ship(tx: Tx, order_id: str) -> bool:
-    """LABELLED -> SHIPPED: the stock leaves (on-hand and allocation drop, one movement per line)."""
+async def ship(tx: Tx, order_id: str, delays: Delays | None = None) -> bool:
+    """LABELLED -> SHIPPED: the wave's stock leaves (on-hand and allocation drop, one movement per line).
+
+    When quantities are still open (a short pick shipped partially) the
+    fulfilment goes back to BACKORDERED as the next wave, and is allocated at
+    once when the stock is there.
+    """
     if not await _advance(tx, order_id, "LABELLED", "SHIPPED", next_step_at=None):
         return False
     row = await _fulfilment(tx.conn, order_id)
-    for sku, qty in await _lines_of(tx.conn, order_id):
-        await _move(tx, row.warehouse_id, sku, -qty, events.MOVEMENT_REASON_SHIPMENT, order_id,
-                    allocated_delta=-qty)
-    await _emit(tx, "wms.fulfilment.shipped", order_id)
+    lines = await _flines(tx.conn, order_id)
+    for x in lines:
+        if x.wave:
+            await _move(tx, row.warehouse_id, x.sku, -x.wave, events.MOVEMENT_REASON_SHIPMENT, order_id,
+                        allocated_delta=-x.wave)
+            await _set_line(tx, order_id, x.line_no, shipped=x.shipped + x.wave, wave_quantity=0)
+    remaining = [(x.sku, x.open - x.wave) for x in lines if x.open - x.wave > 0]
+    await _emit(tx, "wms.fulfilment.shipped", order_id, wave=row.wave,
+                shipped_lines=_quantities((x.sku, x.wave) for x in lines if x.wave),
+                remaining_lines=_quantities(remaining))
+    if remaining:
+        await _advance(tx, order_id, "SHIPPED", "BACKORDERED", wave=row.wave + 1, shipment_id="", carrier_id="",
+                       tracking_number="", package_weight_grams=0)
+        await _emit(tx, "wms.fulfilment.backordered", order_id, shortages=_quantities(remaining))
+        await allocate(tx, order_id, delays or Delays(0, 0, 0))
     return True
 
 
@@ -521,11 +771,16 @@ async def cancel_fulfilment(tx: Tx, cmd: events.CancelFulfilment, delays: Delays
     else:
         if not await _advance(tx, cmd.order_id, row.status, "CANCELLED", next_step_at=None):
             raise NotReady(f"fulfilment order {cmd.order_id!r} changed while cancelling")
+        released = False
+        for x in await _flines(tx.conn, cmd.order_id):
+            if x.wave:
+                await tx.conn.execute(update(stock).where(_stock_key(row.warehouse_id, x.sku))
+                                      .values(allocated=stock.c.allocated - x.wave))
+                released = True
+            await _set_line(tx, cmd.order_id, x.line_no, wave_quantity=0, exception_quantity=0,
+                            cancelled=x.quantity - x.shipped)
         await _emit(tx, "wms.fulfilment.cancelled", cmd.order_id, reason=cmd.reason)
-        if row.status != "BACKORDERED":
-            for sku, qty in await _lines_of(tx.conn, cmd.order_id):
-                await tx.conn.execute(update(stock).where(_stock_key(row.warehouse_id, sku))
-                                      .values(allocated=stock.c.allocated - qty))
+        if released:
             await allocate_backorders(tx, row.warehouse_id, delays)
 
 
@@ -556,18 +811,35 @@ async def _confirmed(tx: Tx, order_id: str, advanced: bool, expected: str, reaso
     return await fulfilment_pb(tx.conn, order_id)
 
 
-async def confirm_pick(tx: Tx, order_id: str, delays: Delays) -> wms_pb2.FulfilmentOrder:
-    advanced = await pick(tx, order_id, delays)
+def _by_sku(lines, what: str) -> dict[str, int] | None:
+    """SKU -> quantity of a request's lines (None when there are none)."""
+    if not lines:
+        return None
+    out: dict[str, int] = {}
+    for i, q in enumerate(lines):
+        if not q.sku:
+            raise InvalidArgument([(f"{what}[{i}].sku", "required")])
+        if q.sku in out:
+            raise InvalidArgument([(f"{what}[{i}].sku", f"duplicate SKU {q.sku!r}")])
+        out[q.sku] = q.quantity
+    return out
+
+
+async def confirm_pick(tx: Tx, order_id: str, delays: Delays, picked_lines=()) -> wms_pb2.FulfilmentOrder:
+    advanced = await pick(tx, order_id, delays, _by_sku(picked_lines, "picked_lines"))
     return await _confirmed(tx, order_id, advanced, "ALLOCATED", "FULFILMENT_NOT_ALLOCATED")
 
 
-async def confirm_pack(tx: Tx, order_id: str, weight_grams: int) -> wms_pb2.FulfilmentOrder:
+async def confirm_pack(tx: Tx, order_id: str, weight_grams: int, damaged_lines=()) -> wms_pb2.FulfilmentOrder:
     if weight_grams < 0:
         raise InvalidArgument([("package_weight_grams", "must not be negative")])
-    advanced = await pack(tx, order_id, weight_grams)
+    damaged = _by_sku(damaged_lines, "damaged_lines")
+    if damaged and any(q <= 0 for q in damaged.values()):
+        raise InvalidArgument([("damaged_lines", "quantities must be positive")])
+    advanced = await pack(tx, order_id, weight_grams, damaged)
     return await _confirmed(tx, order_id, advanced, "PICKED", "FULFILMENT_NOT_PICKED")
 
 
-async def confirm_ship(tx: Tx, order_id: str) -> wms_pb2.FulfilmentOrder:
-    advanced = await ship(tx, order_id)
+async def confirm_ship(tx: Tx, order_id: str, delays: Delays | None = None) -> wms_pb2.FulfilmentOrder:
+    advanced = await ship(tx, order_id, delays)
     return await _confirmed(tx, order_id, advanced, "LABELLED", "NO_SHIPMENT_ASSIGNED")

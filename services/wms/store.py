@@ -87,6 +87,13 @@ fulfilments = Table(
     # W3C traceparent of the command that created it: its later events join
     # the order's trace, whoever (autopilot, handheld, receipt) moves it on.
     Column("traceparent", String(64), nullable=False, default=""),
+    # The shipment being prepared (1, then +1 after each partial shipment).
+    Column("wave", Integer, nullable=False, default=1, server_default="1"),
+    # While EXCEPTION: what stopped it, and the status a decision resumes.
+    Column("exception_kind", String(32), nullable=False, default="", server_default=""),
+    Column("exception_detail", Text, nullable=False, default="", server_default=""),
+    Column("exception_at", DateTime(timezone=True)),
+    Column("resume_status", String(20), nullable=False, default="", server_default=""),
     Index("ix_fulfilments_status_next_step_at", "status", "next_step_at"),
     Index("ix_fulfilments_warehouse_status", "warehouse_id", "status"),
 )
@@ -97,7 +104,14 @@ fulfilment_lines = Table(
     Column("order_id", String(64), nullable=False),
     Column("line_no", Integer, nullable=False),
     Column("sku", String(64), nullable=False),
+    # Ordered. open = quantity - shipped - cancelled; the current shipment
+    # (wave) holds wave_quantity of it (allocated); an open exception took
+    # exception_quantity away from the wave (written off, waiting for a decision).
     Column("quantity", BigInteger, nullable=False),
+    Column("shipped", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("cancelled", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("wave_quantity", BigInteger, nullable=False, default=0, server_default="0"),
+    Column("exception_quantity", BigInteger, nullable=False, default=0, server_default="0"),
     PrimaryKeyConstraint("order_id", "line_no"),
 )
 

@@ -106,11 +106,12 @@ def test_invoice_completes_the_order():
     assert d.status == "INVOICED" and d.updates == {"invoice_id": "INV1"}
 
 
-def test_booking_failure_compensates_through_the_warehouse():
+def test_booking_failure_holds_the_order_with_an_exception():
     o = order("PACKED")
     d = workflow.react(o, "tms.shipment.booking_failed", tms.ShipmentBookingFailed(
         order_id="O1", reason_code="NO_CARRIER_SERVICE", reason="none"))
-    assert d.status == "CANCELLING" and subjects(d) == ["cmd.wms.fulfilment.cancel"]
+    assert d.status == "ON_HOLD" and d.commands == [] and d.updates["held_from"] == "PACKED"
+    assert [(r.kind, r.status) for r in d.raised] == [("CARRIER_FAILED", "OPEN")]
     o.status = "CANCELLING"
     d = workflow.react(o, "wms.fulfilment.cancelled", wms.FulfilmentCancelled(fulfilment_order=fulfilment()))
     assert d.status == "CANCELLED" and subjects(d) == ["cmd.erp.salesorder.cancel"]
