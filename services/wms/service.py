@@ -32,7 +32,7 @@ from services.mesh.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.mesh.paging import keyset_page
 from services.mesh.store import Tx, insert_ignore, utcnow
 
-from . import domain
+from . import domain, replenishment
 from .store import (
     customers,
     fulfilment_lines,
@@ -200,6 +200,7 @@ async def _move(tx: Tx, warehouse_id: str, sku: str, delta: int, reason: int, re
         warehouse_id=warehouse_id, sku=sku, sequence=row.sequence, delta=delta,
         on_hand_after=row.on_hand, reason=events.MovementReason.Name(reason).removeprefix("MOVEMENT_REASON_"),
         reference=reference[:100], event_id=event_id, at=utcnow()))
+    await replenishment.check_positions(tx, warehouse_id, [sku])
 
 
 async def receive_stock(tx: Tx, req: wms_pb2.ReceiveStockRequest, delays: Delays) -> list[wms_pb2.InventoryPosition]:
@@ -412,6 +413,7 @@ async def create_fulfilment(tx: Tx, cmd: events.CreateFulfilment, delays: Delays
     else:
         await _milestone(tx, cmd.order_id, "BACKORDERED", now)
         await _emit(tx, "wms.fulfilment.backordered", cmd.order_id, shortages=_quantities(short))
+        await replenishment.check_positions(tx, cmd.warehouse_id, [sku for sku, _ in lines])
 
 
 async def _reject(tx: Tx, order_id: str, code: str, reason: str,
@@ -437,6 +439,7 @@ async def allocate(tx: Tx, order_id: str, delays: Delays) -> bool:
     for sku, qty in lines:
         await tx.conn.execute(update(stock).where(_stock_key(row.warehouse_id, sku))
                               .values(allocated=stock.c.allocated + qty))
+    await replenishment.check_positions(tx, row.warehouse_id, [sku for sku, _ in lines])
     await _emit(tx, "wms.fulfilment.allocated", order_id)
     return True
 
@@ -527,6 +530,7 @@ async def cancel_fulfilment(tx: Tx, cmd: events.CancelFulfilment, delays: Delays
                 await tx.conn.execute(update(stock).where(_stock_key(row.warehouse_id, sku))
                                       .values(allocated=stock.c.allocated - qty))
             await allocate_backorders(tx, row.warehouse_id, delays)
+        await replenishment.check_positions(tx, row.warehouse_id, [s for s, _ in await _lines_of(tx.conn, cmd.order_id)])
 
 
 async def due_fulfilments(conn: AsyncConnection, statuses, limit: int = 100) -> list:
