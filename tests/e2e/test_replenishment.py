@@ -5,6 +5,8 @@ supplier/carrier delivers it; backorders are released and invoiced."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from crossdock.common.v1.common_pb2 import Address, SkuQuantity
@@ -12,10 +14,11 @@ from crossdock.erp.v1 import erp_pb2, replenishment_pb2_grpc
 from crossdock.erp.v1 import replenishment_pb2 as rpb
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
 from crossdock.wms.v1 import wms_pb2
+from services.mesh.config import SERVICES
 from services.mesh.launcher import Mesh
 from tests.e2e.conftest import FAST, World, make_world
 from tests.e2e.test_order_to_ship import submit_all, wait_all
-from tests.helpers import EventLog, eventually
+from tests.helpers import PG_URL, EventLog, eventually, pg_database, pg_drop
 
 pytestmark = pytest.mark.e2e
 
@@ -23,14 +26,21 @@ LEAD_TIMES = {"CROSSDOCK_ERP_SUPPLIER_LEAD_TIME": "0.5", "CROSSDOCK_ERP_TRANSFER
               "CROSSDOCK_ERP_REPLENISHMENT_INTERVAL": "0.1"}
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory):
-    m = Mesh(tmp_path_factory.mktemp("mesh"), env={**FAST, **LEAD_TIMES})
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=[
+    pytest.mark.postgres, pytest.mark.skipif(not PG_URL, reason="CROSSDOCK_TEST_PG_URL not set (.ci/run sets it)")])])
+def mesh(request, tmp_path_factory):
+    """The mesh on SQLite, and on PostgreSQL (row locks instead of one writer)."""
+    names = {svc: f"crossdock_{svc}_{uuid.uuid4().hex[:8]}" for svc in SERVICES} \
+        if request.param == "postgresql" else {}
+    urls = {svc: pg_database(PG_URL, name) for svc, name in names.items()} or None
+    m = Mesh(tmp_path_factory.mktemp("mesh"), env={**FAST, **LEAD_TIMES}, database_urls=urls)
     try:
         m.start()
         yield m
     finally:
         m.stop()
+        for name in names.values():
+            pg_drop(PG_URL, name)
 
 
 @pytest.fixture
@@ -139,7 +149,7 @@ async def test_one_request_per_crossing_under_concurrent_orders(stubs, repl, req
 
 
 async def test_transfer_from_another_warehouse_releases_a_backorder(stubs, repl):
-    world = await make_world(stubs, stock=2, n_skus=1)
+    world = await make_world(stubs, stock=5, n_skus=1)
     sku = world.skus[0]
     donor = f"WH-{world.suffix}-B"
     await stubs.wms.UpsertWarehouse(wms_pb2.UpsertWarehouseRequest(warehouse=wms_pb2.Warehouse(
@@ -154,15 +164,16 @@ async def test_transfer_from_another_warehouse_releases_a_backorder(stubs, repl)
         return any(p.sku == sku and p.on_hand == 500 for p in positions)
     await eventually(ledger_knows_donor, what="the donor's stock in the ERP ledger")
     await set_reorder_point(repl, world.warehouse_id, sku, point=4, quantity=10)
-    (oid,) = await submit_all(stubs, [world.order({sku: 6})])
+    (oid,) = await submit_all(stubs, [world.order({sku: 9})])
 
-    # Position 2 - 6 = -4 < 4: 4 + 10 + 4 = 18 wanted; the donor has 500 - 100 spare.
+    # Position 5 - 9 = -4 < 4 (whether the reorder point or the order reaches WMS
+    # first): 4 + 10 + 4 = 18 wanted; the donor has 500 - 100 spare.
     (transfer,) = await all_received(repl, world.warehouse_id, 1)
     assert transfer.kind == rpb.REPLENISHMENT_KIND_TRANSFER and transfer.source_warehouse_id == donor
     assert transfer.quantity == 18
     await wait_all(stubs, [oid])
     assert (await wms_position(stubs, donor, sku)).on_hand == 500 - 18
-    assert (await wms_position(stubs, world.warehouse_id, sku)).on_hand == 2 + 18 - 6
+    assert (await wms_position(stubs, world.warehouse_id, sku)).on_hand == 5 + 18 - 9
     await ledger_equals_wms(stubs, [world.warehouse_id, donor])
     # The donor stayed above its own reorder point: it asked for nothing.
     assert await replenishments(repl, donor) == []
