@@ -111,8 +111,9 @@ async def show_backorder_releases(ots, out, timeout: float = 60.0) -> None:
             if order.status in (opb.ORDER_STATUS_INVOICED, opb.ORDER_STATUS_CANCELLED, opb.ORDER_STATUS_REJECTED):
                 out.orders[order_id] = order
                 waiting.remove(order_id)
-                console.print(f"  {order_id}: released by a replenishment receipt → "
-                              f"{_name(opb.OrderStatus, order.status, 'ORDER_STATUS_')}")
+                how = ("released by a replenishment receipt" if order.status == opb.ORDER_STATUS_INVOICED
+                       else "ended")
+                console.print(f"  {order_id}: {how} → {_name(opb.OrderStatus, order.status, 'ORDER_STATUS_')}")
         if waiting:
             await asyncio.sleep(0.5)  # polling interval of the display
     for order_id in waiting:
