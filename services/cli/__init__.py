@@ -109,6 +109,7 @@ async def _demo(stubs: Stubs, n: int, timeout: float) -> workload.Outcome:
     console.print(f"{len(out.orders)} orders submitted in {out.submitted_in:.1f}s, settled in "
                   f"{out.settled_in:.1f}s: {out.completed_per_second:.1f} orders/s shipped+invoiced"
                   + (" [red](timed out)[/red]" if out.timed_out else ""))
+    await replenishment.show_backorder_releases(stubs.ots, out)
     return out
 
 
@@ -118,6 +119,7 @@ def seed() -> None:
     async def main() -> None:
         async with Stubs() as s:
             counts = await reference_data.load(s.erp, s.wms, s.tms)
+        counts["reorder_points"] = await replenishment.seed_reorder_points()
         console.print("reference data loaded: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
     _run(main())
 
@@ -302,6 +304,7 @@ from . import exceptions  # noqa: E402
 app.add_typer(exceptions.app, name="exceptions")
 app.add_typer(finance.export_app, name="export")
 app.command()(finance.reconcile)
+from . import replenishment  # noqa: E402  (registers `crossdock replenishment`)
 from . import status as status_commands  # noqa: E402, F401  (registers `crossdock status` and `crossdock trace`)
 
 

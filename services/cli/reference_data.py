@@ -55,6 +55,12 @@ for _item in ITEMS:
 STOCK = [(wh.warehouse_id, item.sku, 10_000) for wh in WAREHOUSES for item in ITEMS if item.sku != "SKU-RARE"]
 STOCK.append(("WH-EAST", "SKU-RARE", 3))
 
+# (warehouse, sku, reorder point, reorder quantity), loaded by `crossdock seed`
+# through ERP's ReplenishmentService: the demo's backordered SKU-RARE order
+# takes the position below 2, a purchase of the missing quantity + 22 arrives
+# after CROSSDOCK_ERP_SUPPLIER_LEAD_TIME and releases it.
+REORDER_POINTS = [("WH-EAST", "SKU-RARE", 2, 20)]
+
 CARRIERS = [
     tms_pb2.Carrier(carrier_id="PARCELCO", name="ParcelCo", active=True, rates=[
         tms_pb2.Rate(service_level="GROUND", country_codes=["US", "CA"], base=usd(650), per_kg=usd(85),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from crossdock.erp.v1 import erp_pb2_grpc
+from crossdock.erp.v1 import erp_pb2_grpc, replenishment_pb2_grpc
 from services.mesh.app import ServiceApp, run
 
-from . import handlers
+from . import handlers, replenishment
 from .grpc_api import ErpServicer
 from .store import metadata
 
@@ -22,6 +22,13 @@ def bootstrap(app: ServiceApp) -> None:
     app.add_consumer("erp-commands", "CMD_ERP", ["cmd.erp.>"], handlers.on_command, rate_limited=True)
     app.add_consumer("erp-wms-events", "WMS", ["wms.inventory.adjusted"], handlers.on_wms_event,
                      rate_limited=True)
+    # Replenishment: plan purchases/transfers for WMS requests; deliver them when due.
+    app.add_servicer(replenishment_pb2_grpc.add_ReplenishmentServiceServicer_to_server,
+                     replenishment.ReplenishmentServicer(app.store), "crossdock.erp.v1.ReplenishmentService")
+    app.add_consumer("erp-replenishment", "WMS", ["wms.replenishment.requested", "wms.stock.received",
+                                                  "wms.stock.transferred_out", "wms.stock.transfer_refused"],
+                     replenishment.on_wms_event(app.settings))
+    app.add_loop(replenishment.delivery_loop(app.store, app.settings))
 
 
 if __name__ == "__main__":

@@ -196,3 +196,44 @@ credit_memo_lines = Table(
     Column("amount_minor", BigInteger, nullable=False),
     PrimaryKeyConstraint("credit_memo_id", "line_number"),
 )
+
+# Reorder points: master data per SKU and warehouse (erp.reorderpoint.upserted
+# to the WMS replica; ``revision`` +1 per change).
+reorder_points = Table(
+    "reorder_points",
+    metadata,
+    Column("sku", String(64), nullable=False),
+    Column("warehouse_id", String(64), nullable=False),
+    Column("reorder_point", BigInteger, nullable=False),
+    Column("reorder_quantity", BigInteger, nullable=False),
+    Column("revision", BigInteger, nullable=False, default=1),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    PrimaryKeyConstraint("sku", "warehouse_id"),
+)
+
+# One replenishment per WMS request (unique request_id): a PURCHASE or a
+# TRANSFER (from source_warehouse_id). PLANNED -> (IN_TRANSIT for a transfer)
+# -> DELIVERED (cmd.wms.stock.receive sent when due_at passed) -> RECEIVED.
+replenishments = Table(
+    "replenishments",
+    metadata,
+    Column("replenishment_id", String(64), primary_key=True),
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("warehouse_id", String(64), nullable=False),
+    Column("source_warehouse_id", String(64), nullable=False, default=""),
+    Column("quantity", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("position", BigInteger, nullable=False, default=0),
+    Column("reorder_point", BigInteger, nullable=False, default=0),
+    Column("note", Text, nullable=False, default=""),
+    # When the delivery loop delivers it (expected receipt); NULL while a
+    # transfer waits for its source warehouse.
+    Column("due_at", DateTime(timezone=True)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True)),
+    Index("ix_replenishments_status_due_at", "status", "due_at"),
+    Index("ix_replenishments_warehouse_sku", "warehouse_id", "sku"),
+)

@@ -130,6 +130,14 @@ class Settings(BaseSettings):
     # Seconds an idempotency record is kept.
     gateway_idempotency_ttl: float = Field(default=24 * 3600.0, gt=0)
 
+    # ---- replenishment (ERP's simulated supplier and transfers) ----
+    # Seconds from a purchase being planned to the supplier's delivery at the
+    # WMS dock, and from a transfer leaving its source warehouse to its arrival.
+    erp_supplier_lead_time: float = Field(default=5.0, ge=0)
+    erp_transfer_lead_time: float = Field(default=3.0, ge=0)
+    # Seconds between the delivery loop's looks for due replenishments.
+    erp_replenishment_interval: float = Field(default=0.5, gt=0)
+
     def addr(self, service: str) -> str:
         """host:port, or several comma-separated (replicas: calls are spread round robin)."""
         return getattr(self, f"{service}_addr")

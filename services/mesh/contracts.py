@@ -11,10 +11,12 @@ from __future__ import annotations
 from google.protobuf.message import Message
 
 from crossdock.erp.v1 import messages_pb2 as erp
+from crossdock.erp.v1 import replenishment_pb2 as erp_repl
 from crossdock.ordertoship.v1 import messages_pb2 as ots
 from crossdock.returns.v1 import messages_pb2 as returns
 from crossdock.tms.v1 import messages_pb2 as tms
 from crossdock.wms.v1 import messages_pb2 as wms
+from crossdock.wms.v1 import replenishment_pb2 as wms_repl
 
 # stream name -> subjects it captures (one stream per owning domain, and one
 # per command target).
@@ -92,6 +94,15 @@ SUBJECTS: dict[str, type[Message]] = {
     # returns events
     "returns.return.created": returns.ReturnCreated,
     "returns.return.status_changed": returns.ReturnStatusChanged,
+    # replenishment (reorder points, requests, purchases and transfers)
+    "erp.reorderpoint.upserted": erp_repl.ReorderPointUpserted,
+    "erp.replenishment.planned": erp_repl.ReplenishmentPlanned,
+    "wms.replenishment.requested": wms_repl.ReplenishmentRequested,
+    "wms.stock.received": wms_repl.StockReceived,
+    "wms.stock.transferred_out": wms_repl.StockTransferredOut,
+    "wms.stock.transfer_refused": wms_repl.StockTransferRefused,
+    "cmd.wms.stock.receive": wms_repl.ReceiveStock,
+    "cmd.wms.stock.transfer_out": wms_repl.TransferStockOut,
 }
 
 

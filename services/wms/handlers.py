@@ -5,12 +5,15 @@ from __future__ import annotations
 from services.mesh.bus import Envelope, Handler, PermanentError
 from services.mesh.store import Tx
 
-from . import returns, service
+from . import replenishment, returns, service
 from .autopilot import ReturnsAutopilot
 
 
 def on_command(delays: service.Delays, pilot: ReturnsAutopilot) -> Handler:
     async def on_command(env: Envelope, tx: Tx) -> None:
+        if env.subject.startswith("cmd.wms.stock."):
+            await replenishment.on_stock_command(env, tx, delays)
+            return
         if env.subject == "cmd.wms.return.expect":
             await returns.expect_return(tx, env.body, pilot.receive_in)
             return

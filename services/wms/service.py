@@ -32,7 +32,7 @@ from services.mesh.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.mesh.paging import keyset_page
 from services.mesh.store import Tx, insert_ignore, utcnow
 
-from . import domain
+from . import domain, replenishment
 from .store import (
     customers,
     fulfilment_lines,
@@ -200,6 +200,7 @@ async def _move(tx: Tx, warehouse_id: str, sku: str, delta: int, reason: int, re
         warehouse_id=warehouse_id, sku=sku, sequence=row.sequence, delta=delta,
         on_hand_after=row.on_hand, reason=events.MovementReason.Name(reason).removeprefix("MOVEMENT_REASON_"),
         reference=reference[:100], event_id=event_id, at=utcnow()))
+    await replenishment.check_positions(tx, warehouse_id, [sku])
 
 
 async def receive_stock(tx: Tx, req: wms_pb2.ReceiveStockRequest, delays: Delays) -> list[wms_pb2.InventoryPosition]:
@@ -461,6 +462,7 @@ async def create_fulfilment(tx: Tx, cmd: events.CreateFulfilment, delays: Delays
     else:
         await _milestone(tx, cmd.order_id, "BACKORDERED", now)
         await _emit(tx, "wms.fulfilment.backordered", cmd.order_id, shortages=_quantities(short))
+        await replenishment.check_positions(tx, cmd.warehouse_id, [sku for sku, _ in lines])
 
 
 async def _reject(tx: Tx, order_id: str, code: str, reason: str,
@@ -494,6 +496,7 @@ async def allocate(tx: Tx, order_id: str, delays: Delays) -> bool:
             await _set_line(tx, order_id, x.line_no, wave_quantity=x.open)
             await tx.conn.execute(update(stock).where(_stock_key(row.warehouse_id, x.sku))
                                   .values(allocated=stock.c.allocated + x.open))
+    await replenishment.check_positions(tx, row.warehouse_id, [sku for sku, _ in wanted])
     await _emit(tx, "wms.fulfilment.allocated", order_id)
     return True
 
@@ -652,7 +655,8 @@ async def resolve_exception(tx: Tx, cmd: events.ResolveFulfilmentException, dela
     elif open_lines := _open(lines):
         await _advance(tx, cmd.order_id, "EXCEPTION", "BACKORDERED", next_step_at=None, **clear)
         await _emit(tx, "wms.fulfilment.backordered", cmd.order_id, shortages=_quantities(open_lines))
-        await allocate(tx, cmd.order_id, delays)
+        if not await allocate(tx, cmd.order_id, delays):
+            await replenishment.check_positions(tx, row.warehouse_id, [sku for sku, _ in open_lines])
     else:
         await _advance(tx, cmd.order_id, "EXCEPTION", "CANCELLED", next_step_at=None, **clear)
         await _emit(tx, "wms.fulfilment.cancelled", cmd.order_id, reason="every missing line cancelled")
@@ -752,7 +756,8 @@ async def ship(tx: Tx, order_id: str, delays: Delays | None = None) -> bool:
         await _advance(tx, order_id, "SHIPPED", "BACKORDERED", wave=row.wave + 1, shipment_id="", carrier_id="",
                        tracking_number="", package_weight_grams=0)
         await _emit(tx, "wms.fulfilment.backordered", order_id, shortages=_quantities(remaining))
-        await allocate(tx, order_id, delays or Delays(0, 0, 0))
+        if not await allocate(tx, order_id, delays or Delays(0, 0, 0)):
+            await replenishment.check_positions(tx, row.warehouse_id, [sku for sku, _ in remaining])
     return True
 
 
@@ -782,6 +787,8 @@ async def cancel_fulfilment(tx: Tx, cmd: events.CancelFulfilment, delays: Delays
         await _emit(tx, "wms.fulfilment.cancelled", cmd.order_id, reason=cmd.reason)
         if released:
             await allocate_backorders(tx, row.warehouse_id, delays)
+        await replenishment.check_positions(tx, row.warehouse_id,
+                                            [s for s, _ in await _lines_of(tx.conn, cmd.order_id)])
 
 
 async def due_fulfilments(conn: AsyncConnection, statuses, limit: int = 100) -> list:

@@ -209,3 +209,35 @@ customers = Table(
     Column("revision", BigInteger, nullable=False, default=0),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# Replica of the ERP reorder points (erp.reorderpoint.upserted, ordered by
+# ``revision``) and the replenishment trigger of each position: ``below`` is
+# set when the inventory position crosses below the reorder point (one
+# wms.replenishment.requested, ``request_id``) and cleared when it is back at
+# or above it, or when the replenishment answering that request is received.
+reorder_points = Table(
+    "reorder_points",
+    metadata,
+    Column("warehouse_id", String(64), nullable=False),
+    Column("sku", String(64), nullable=False),
+    Column("reorder_point", BigInteger, nullable=False),
+    Column("reorder_quantity", BigInteger, nullable=False),
+    Column("revision", BigInteger, nullable=False, default=0),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("below", Boolean, nullable=False, default=False, server_default=false()),
+    Column("request_id", String(64), nullable=False, default="", server_default=""),
+    Column("requested_at", DateTime(timezone=True)),
+    PrimaryKeyConstraint("warehouse_id", "sku"),
+)
+
+# Transfers issued from a warehouse (cmd.wms.stock.transfer_out is idempotent
+# on transfer_id): ISSUED or REFUSED.
+stock_transfers = Table(
+    "stock_transfers",
+    metadata,
+    Column("transfer_id", String(64), primary_key=True),
+    Column("warehouse_id", String(64), nullable=False),
+    Column("destination_warehouse_id", String(64), nullable=False, default=""),
+    Column("status", String(20), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)

@@ -44,6 +44,7 @@ COMMAND_SENDERS = {
     "cmd.erp.return.*": "returns",
     "cmd.erp.creditmemo.*": "returns",
     "cmd.wms.return.*": "returns",
+    "cmd.wms.stock.*": "erp",  # replenishment deliveries and transfers
 }
 
 
