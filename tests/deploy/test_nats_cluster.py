@@ -193,6 +193,17 @@ def test_cluster_forms_with_the_k8s_config(nats_cluster):
     assert len(nats_cluster.urls) == 3
 
 
+async def retry_unavailable(call, attempts: int = 60):
+    """Retry "JetStream unavailable" (a leader election on a loaded machine), as a service's start does."""
+    for attempt in range(attempts):
+        try:
+            return await call()
+        except nats.js.errors.ServiceUnavailableError:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def test_services_work_within_their_nats_permissions(nats_cluster, rendered, secrets):
     services = [d["metadata"]["name"] for d in rendered["dev"].services()]
     violations: dict[str, list[str]] = {s: [] for s in services}
@@ -216,14 +227,7 @@ async def test_services_work_within_their_nats_permissions(nats_cluster, rendere
             bus.nc._error_cb = recorder(service)  # collect permission errors
             # A loaded machine may still be electing the JetStream meta leader:
             # retry "JetStream unavailable" as a service's start does.
-            for attempt in range(60):
-                try:
-                    await bus.ensure_streams()
-                    break
-                except nats.js.errors.ServiceUnavailableError:
-                    if attempt == 59:
-                        raise
-                    await asyncio.sleep(0.5)
+            await retry_unavailable(bus.ensure_streams)
             buses[service] = bus
         info = await buses["erp"].js.stream_info("CMD_ERP")
         assert info.config.num_replicas == 3
@@ -270,7 +274,7 @@ async def test_services_work_within_their_nats_permissions(nats_cluster, rendere
             for c in consumers_of(service):
                 consumer = Consumer(store=None, bus=bus, durable=c.durable, stream=c.stream,
                                     subjects=c.subjects, handler=None, max_deliver=3, ack_wait=5)
-                sub = await consumer.subscribe()
+                sub = await retry_unavailable(consumer.subscribe)
                 msgs = await sub.fetch(1, timeout=5)
                 assert msgs, f"{service}/{c.durable}: nothing to consume"
                 await msgs[0].ack_sync(timeout=5)
