@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # SHIP_PARTIAL (ship what is there, backorder the rest), HOLD (a person
     # decides) or CANCEL_LINES (ship what is there, cancel the rest).
     default_exception_policy: str = Field(default="SHIP_PARTIAL", pattern="^(SHIP_PARTIAL|HOLD|CANCEL_LINES)$")
+    # Seconds order intake waits for WMS to choose a warehouse; a slower WMS
+    # is not waited for: the order is placed from the availability WMS last
+    # reported (see services/ordertoship/placement.py).
+    ordertoship_wms_lookup_budget: float = Field(default=0.05, gt=0)
 
     # ---- WMS returns autopilot (receives and inspects expected returns by itself) ----
     wms_return_autopilot: bool = True

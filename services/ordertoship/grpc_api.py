@@ -13,6 +13,7 @@ from services.mesh.errors import InvalidArgument
 from services.mesh.store import Store
 
 from . import service
+from .placement import Placement
 
 
 class OrderToShipServicer(order_to_ship_pb2_grpc.OrderToShipServiceServicer):
@@ -20,13 +21,14 @@ class OrderToShipServicer(order_to_ship_pb2_grpc.OrderToShipServiceServicer):
         self.store = store
         self.clients = clients
         self.settings = settings
+        self.placement = Placement(clients, settings.ordertoship_wms_lookup_budget)
 
     async def SubmitOrder(self, request, context):
         # The order's trace starts with this call (the gRPC server span is its
         # parent, or the channel's span when it sent a traceparent).
         with telemetry.tracer().start_as_current_span("ordertoship.submit_order", kind=SpanKind.INTERNAL):
             order = await service.submit_order(
-                self.store, self.clients, request,
+                self.store, self.clients, self.placement, request,
                 default_policy=self.settings.default_shortage_policy,
                 default_exception_policy=self.settings.default_exception_policy,
             )

@@ -7,6 +7,7 @@ in one transaction. Everything after that is driven by events (``advance``).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from dataclasses import dataclass
@@ -22,7 +23,6 @@ from crossdock.common.v1.common_pb2 import Address, Money, SkuQuantity
 from crossdock.erp.v1 import erp_pb2
 from crossdock.ordertoship.v1 import messages_pb2 as events
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
-from crossdock.wms.v1 import wms_pb2
 from services.mesh import metrics, telemetry
 from services.mesh.app import TRANSIENT, Clients
 from services.mesh.errors import (
@@ -35,6 +35,7 @@ from services.mesh.paging import keyset_page
 from services.mesh.store import Store, Tx, utcnow
 
 from . import workflow
+from .placement import Placement
 from .store import (
     customers,
     exception_policies,
@@ -267,7 +268,8 @@ async def _items(store: Store, clients: Clients, skus: list[str]) -> dict[str, e
     return found
 
 
-async def _price_and_place(store: Store, clients: Clients, req: pb.SubmitOrderRequest) -> Priced:
+async def _price_and_place(store: Store, clients: Clients, placement: Placement,
+                           req: pb.SubmitOrderRequest) -> Priced:
     """Validate customer and items (replica, else ERP), pre-check credit, choose the warehouse."""
     customer = await _customer(store, clients, req.customer_id)
     skus = [ln.sku for ln in req.lines]
@@ -292,30 +294,41 @@ async def _price_and_place(store: Store, clients: Clients, req: pb.SubmitOrderRe
                                  reason="NO_SHIP_TO", subject="ship_to")
     notes = []
     total = sum(ln.quantity * ln.unit_price_minor for ln in lines)
-    try:
-        # Advisory: ERP decides atomically when it accepts the sales order.
-        credit = await clients.erp.CheckCredit(erp_pb2.CheckCreditRequest(
-            customer_id=req.customer_id, amount=Money(currency_code=customer.currency_code,
-                                                      amount_minor=total)))
-        if not credit.approved:
-            notes.append(workflow.Entry("erp", "credit.precheck", f"likely refused: {credit.reason}"))
-    except Exception as exc:  # noqa: BLE001
-        if not _transient(exc):
-            raise
-        notes.append(workflow.Entry("ordertoship", "waiting.erp",
-                                    "ERP is unavailable: the sales order is queued durably and is "
-                                    "created, credit-checked and released when ERP is back"))
-    try:
-        warehouse = await _choose_warehouse(clients, req)
-    except Exception as exc:  # noqa: BLE001
-        if not _transient(exc):
-            raise
-        warehouse = req.warehouse_id or await _last_warehouse(store)
-        if not warehouse:
-            raise DownstreamUnavailable("wms") from None
-        notes.append(workflow.Entry("ordertoship", "waiting.wms",
-                                    f"WMS is unavailable: warehouse {warehouse} chosen without an "
-                                    "availability check"))
+
+    async def precheck_credit() -> None:
+        try:
+            # Advisory: ERP decides atomically when it accepts the sales order.
+            credit = await clients.erp.CheckCredit(erp_pb2.CheckCreditRequest(
+                customer_id=req.customer_id, amount=Money(currency_code=customer.currency_code,
+                                                          amount_minor=total)))
+            if not credit.approved:
+                notes.append(workflow.Entry("erp", "credit.precheck", f"likely refused: {credit.reason}"))
+        except Exception as exc:  # noqa: BLE001
+            if not _transient(exc):
+                raise
+            notes.append(workflow.Entry("ordertoship", "waiting.erp",
+                                        "ERP is unavailable: the sales order is queued durably and is "
+                                        "created, credit-checked and released when ERP is back"))
+
+    async def place() -> str:
+        try:
+            warehouse, note = await placement.choose(req)
+            if note:
+                notes.append(workflow.Entry("ordertoship", "waiting.wms", note))
+            return warehouse
+        except Exception as exc:  # noqa: BLE001
+            if not _transient(exc):
+                raise
+            warehouse = req.warehouse_id or await _last_warehouse(store)
+            if not warehouse:
+                raise DownstreamUnavailable("wms") from None
+            notes.append(workflow.Entry("ordertoship", "waiting.wms",
+                                        f"WMS is unavailable: warehouse {warehouse} chosen without an "
+                                        "availability check"))
+            return warehouse
+
+    # The two lookups at once: intake waits for the slower, not for both in a row.
+    _, warehouse = await asyncio.gather(precheck_credit(), place())
     return Priced(customer.currency_code, lines, ship_to, warehouse, notes)
 
 
@@ -323,28 +336,6 @@ async def _last_warehouse(store: Store) -> str:
     async with store.read() as conn:
         return (await conn.execute(
             select(orders.c.warehouse_id).order_by(orders.c.seq.desc()).limit(1))).scalar() or ""
-
-
-async def _choose_warehouse(clients: Clients, req: pb.SubmitOrderRequest) -> str:
-    warehouses = [w.warehouse_id for w in (await clients.wms.ListWarehouses(
-        wms_pb2.ListWarehousesRequest())).warehouses]
-    if req.warehouse_id:
-        if req.warehouse_id not in warehouses:
-            raise NotFound("warehouse", req.warehouse_id)
-        return req.warehouse_id
-    if not warehouses:
-        raise FailedPrecondition("no warehouse is set up", reason="NO_WAREHOUSE")
-    positions = (await clients.wms.GetAvailability(
-        wms_pb2.GetAvailabilityRequest(skus=[ln.sku for ln in req.lines]))).positions
-    available = {(p.warehouse_id, p.sku): p.available for p in positions}
-
-    def coverage(wh: str) -> tuple[int, int]:
-        lines_covered = sum(available.get((wh, ln.sku), 0) >= ln.quantity for ln in req.lines)
-        units = sum(min(available.get((wh, ln.sku), 0), ln.quantity) for ln in req.lines)
-        return lines_covered, units
-
-    # The warehouse that covers the most lines, then the most units; ties by id.
-    return max(sorted(warehouses), key=coverage)
 
 
 async def replicate_customer(tx: Tx, c: erp_pb2.Customer) -> None:
@@ -370,14 +361,14 @@ async def exception_policy_for(conn: AsyncConnection, customer_id: str, channel:
             or rows.get(("default", "")) or default)
 
 
-async def submit_order(store: Store, clients: Clients, req: pb.SubmitOrderRequest, *,
+async def submit_order(store: Store, clients: Clients, placement: Placement, req: pb.SubmitOrderRequest, *,
                        default_policy: str, default_exception_policy: str = "SHIP_PARTIAL") -> pb.Order:
     validate_submission(req)
     request_id = req.request_id or str(uuid.uuid4())
     fingerprint = request_fingerprint(req)
     if existing := await _by_request_id(store, request_id, fingerprint):
         return existing
-    priced = await _price_and_place(store, clients, req)
+    priced = await _price_and_place(store, clients, placement, req)
     now = utcnow()
     order = workflow.Order(
         order_id=f"ORD-{uuid.uuid4().hex[:12].upper()}", customer_id=req.customer_id,

@@ -26,8 +26,6 @@ from services.mesh.launcher import Mesh
 from tests.e2e.conftest import FAST, Stubs, make_world, usd
 from tests.helpers import eventually
 
-pytestmark = pytest.mark.asyncio
-
 HANDHELDS = {**FAST, "CROSSDOCK_WMS_AUTOPILOT": "false"}
 
 
