@@ -205,6 +205,25 @@ class Tx:
         self.emitted += 1
         return event_id
 
+    async def emit_many(self, events: list[tuple[str, Message, str]]) -> list[str]:
+        """Queue several events, ``(subject, message, key)`` each, in one multi-row INSERT
+        (a bulk change such as a receipt of many lines); their ids, in order."""
+        rows = []
+        for subject, message, key in events:
+            expected = contracts.message_type(subject)
+            if not isinstance(message, expected):
+                raise TypeError(f"{subject} carries {contracts.type_name(expected)}, "
+                                f"not {contracts.type_name(message)}")
+            event_id = str(uuid.uuid4())
+            with telemetry.producer_span(subject, event_id):
+                headers = build_headers(message, source=self.store.service, event_id=event_id, key=key)
+            rows.append({"event_id": event_id, "subject": subject, "headers": json.dumps(headers),
+                         "payload": message.SerializeToString(), "created_at": utcnow()})
+        if rows:
+            await self.conn.execute(self.store.outbox.insert(), rows)
+        self.emitted += len(rows)
+        return [r["event_id"] for r in rows]
+
     async def claim(self, consumer: str, message_id: str) -> bool:
         """Record a message as handled; False when it already was (a redelivery)."""
         return await insert_ignore(

@@ -18,7 +18,8 @@ from datetime import timedelta
 
 import structlog
 from opentelemetry import context as otel_context
-from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy import bindparam, delete, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crossdock.common.v1.common_pb2 import Address, SkuQuantity
@@ -203,6 +204,43 @@ async def _move(tx: Tx, warehouse_id: str, sku: str, delta: int, reason: int, re
     await replenishment.check_positions(tx, warehouse_id, [sku])
 
 
+async def _move_many(tx: Tx, warehouse_id: str, moves: list[domain.Line], reason: int, reference: str) -> None:
+    """``_move`` for many SKUs at once (distinct SKUs): a handful of statements whatever their number.
+
+    Same rows, same events, same movement history as one ``_move`` per SKU.
+    """
+    skus = [sku for sku, _ in moves]
+    dialect = postgresql if tx.conn.dialect.name == "postgresql" else sqlite
+    await tx.conn.execute(dialect.insert(stock).on_conflict_do_nothing(), [
+        {"sku": sku, "warehouse_id": warehouse_id, "on_hand": 0, "allocated": 0, "sequence": 0} for sku in skus])
+    current = {r.sku: r for r in (await tx.conn.execute(
+        select(stock.c.sku, stock.c.on_hand, stock.c.sequence)
+        .where(stock.c.warehouse_id == warehouse_id, stock.c.sku.in_(skus))
+        .order_by(stock.c.sku).with_for_update())).all()}
+    after = {sku: (current[sku].on_hand + delta, current[sku].sequence + 1) for sku, delta in moves}
+    await tx.conn.execute(
+        update(stock).where(stock.c.warehouse_id == bindparam("w"), stock.c.sku == bindparam("s"))
+        .values(on_hand=bindparam("on_hand_after"), sequence=bindparam("sequence_after")),
+        [{"w": warehouse_id, "s": sku, "on_hand_after": after[sku][0], "sequence_after": after[sku][1]}
+         for sku in skus])
+    event_ids = await tx.emit_many([
+        ("wms.inventory.adjusted", events.InventoryAdjusted(
+            sku=sku, warehouse_id=warehouse_id, delta=delta, on_hand_after=after[sku][0],
+            sequence=after[sku][1], reason=reason, reference=reference), f"{warehouse_id}/{sku}")
+        for sku, delta in moves])
+    now = utcnow()
+    reason_name = events.MovementReason.Name(reason).removeprefix("MOVEMENT_REASON_")
+    await tx.conn.execute(stock_movements.insert(), [
+        dict(warehouse_id=warehouse_id, sku=sku, sequence=after[sku][1], delta=delta,
+             on_hand_after=after[sku][0], reason=reason_name, reference=reference[:100], event_id=event_id, at=now)
+        for (sku, delta), event_id in zip(moves, event_ids, strict=True)])
+    await replenishment.check_positions(tx, warehouse_id, skus)
+
+
+# A receipt of more lines than this is booked with bulk statements (_move_many).
+BULK_MOVES = 20
+
+
 async def receive_stock(tx: Tx, req: wms_pb2.ReceiveStockRequest, delays: Delays) -> list[wms_pb2.InventoryPosition]:
     """Book a receipt once (idempotent on receipt_id), then serve the backorders it unblocks.
 
@@ -220,8 +258,11 @@ async def receive_stock(tx: Tx, req: wms_pb2.ReceiveStockRequest, delays: Delays
     if await insert_ignore(tx.conn, receipts, {"receipt_id": req.receipt_id,
                                                "warehouse_id": req.warehouse_id,
                                                "received_at": utcnow()}):
-        for sku, qty in lines:
-            await _move(tx, req.warehouse_id, sku, qty, events.MOVEMENT_REASON_RECEIPT, req.receipt_id)
+        if len(lines) > BULK_MOVES:
+            await _move_many(tx, req.warehouse_id, lines, events.MOVEMENT_REASON_RECEIPT, req.receipt_id)
+        else:
+            for sku, qty in lines:
+                await _move(tx, req.warehouse_id, sku, qty, events.MOVEMENT_REASON_RECEIPT, req.receipt_id)
         await allocate_backorders(tx, req.warehouse_id, delays)
     return await get_availability(tx.conn, [sku for sku, _ in lines], req.warehouse_id)
 

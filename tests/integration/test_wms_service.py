@@ -119,6 +119,22 @@ async def test_receipts_emit_sequenced_movements_and_are_idempotent(wms, events)
     assert {m.reason for m in moves} == {wms_msgs.MOVEMENT_REASON_RECEIPT}
 
 
+async def test_a_receipt_of_many_lines_books_the_same_movements_in_bulk(wms, events):
+    stub = await wms()
+    log = await events(["wms.inventory.adjusted"])
+    await receive(stub, "R-SMALL", **{"SKU-0": 1})
+    many = {f"SKU-{i}": i + 1 for i in range(60)}  # more than service.BULK_MOVES
+    resp = await receive(stub, "R-BIG", **many)
+    assert {p.sku: (p.on_hand, p.sequence) for p in resp.positions} == {
+        sku: (qty + (sku == "SKU-0"), 1 + (sku == "SKU-0")) for sku, qty in many.items()}
+    again = await receive(stub, "R-BIG", **many)  # idempotent as any receipt
+    assert {p.sku: p.on_hand for p in again.positions} == {p.sku: p.on_hand for p in resp.positions}
+    moves = await eventually(lambda: len(log.of("wms.inventory.adjusted")) == 61 and log.of("wms.inventory.adjusted"),
+                             what="61 movements")
+    big = {m.sku: (m.delta, m.on_hand_after, m.sequence, m.reference) for m in moves if m.reference == "R-BIG"}
+    assert big == {sku: (qty, qty + (sku == "SKU-0"), 1 + (sku == "SKU-0"), "R-BIG") for sku, qty in many.items()}
+
+
 async def test_lookups_validate_their_input(wms):
     stub = await wms()
     err = await rpc_error(stub.ReceiveStock(wms_pb2.ReceiveStockRequest(
