@@ -6,7 +6,8 @@ import re
 from collections import Counter
 
 import structlog
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, bindparam, func, select, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crossdock.common.v1.common_pb2 import Address, Money
@@ -539,6 +540,56 @@ async def apply_inventory_movement(tx: Tx, ev: wms_msgs.InventoryAdjusted, event
         delta=ev.delta, on_hand_after=ev.on_hand_after,
         reason=reason.name.removeprefix("MOVEMENT_REASON_") if reason else str(ev.reason),
         reference=ev.reference, event_id=event_id, applied_at=now, **movement))
+
+
+async def apply_inventory_movements(tx: Tx, moves: list[tuple[wms_msgs.InventoryAdjusted, str]]) -> None:
+    """``apply_inventory_movement`` for many movements at once (a burst): a handful of statements.
+
+    Movements of one position are applied in sequence order; a stale one is
+    ignored and a gap logged, exactly as one at a time.
+    """
+    for ev, _ in moves:
+        if not ev.sku or not ev.warehouse_id or ev.sequence < 1:
+            raise PermanentError("InventoryAdjusted needs sku, warehouse_id and a sequence >= 1")
+    if not moves:
+        return
+    conn, now = tx.conn, utcnow()
+    lp = ledger_positions.c
+    pairs = sorted({(ev.sku, ev.warehouse_id) for ev, _ in moves})
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    await conn.execute(dialect.insert(ledger_positions).on_conflict_do_nothing(), [
+        dict(sku=sku, warehouse_id=wh, on_hand=0, last_sequence=0, updated_at=now) for sku, wh in pairs])
+    state = {}
+    for i in range(0, len(pairs), 400):
+        rows = await conn.execute(select(lp.sku, lp.warehouse_id, lp.on_hand, lp.last_sequence)
+                                  .where(tuple_(lp.sku, lp.warehouse_id).in_(pairs[i:i + 400]))
+                                  .order_by(lp.sku, lp.warehouse_id).with_for_update())
+        state.update({(r.sku, r.warehouse_id): (r.on_hand, r.last_sequence) for r in rows})
+    entries = []
+    for ev, event_id in sorted(moves, key=lambda m: (m[0].sku, m[0].warehouse_id, m[0].sequence)):
+        key = (ev.sku, ev.warehouse_id)
+        movement = dict(sku=ev.sku, warehouse_id=ev.warehouse_id, sequence=ev.sequence)
+        check = domain.check_sequence(state[key][1], ev.sequence)
+        if check.stale:
+            log.info("ledger.stale_movement_ignored", last_sequence=state[key][1], **movement)
+            continue
+        if check.missing:
+            log.warning("ledger.sequence_gap", missing_from=check.missing[0], missing_to=check.missing[1],
+                        **movement)
+        state[key] = (ev.on_hand_after, ev.sequence)
+        reason = wms_msgs.MovementReason.DESCRIPTOR.values_by_number.get(ev.reason)
+        entries.append(dict(delta=ev.delta, on_hand_after=ev.on_hand_after,
+                            reason=reason.name.removeprefix("MOVEMENT_REASON_") if reason else str(ev.reason),
+                            reference=ev.reference, event_id=event_id, applied_at=now, **movement))
+    if not entries:
+        return
+    changed = {(e["sku"], e["warehouse_id"]) for e in entries}
+    await conn.execute(
+        update(ledger_positions).where(lp.sku == bindparam("k_sku"), lp.warehouse_id == bindparam("k_wh"))
+        .values(on_hand=bindparam("v_on_hand"), last_sequence=bindparam("v_seq"), updated_at=now),
+        [dict(k_sku=sku, k_wh=wh, v_on_hand=state[(sku, wh)][0], v_seq=state[(sku, wh)][1])
+         for sku, wh in sorted(changed)])
+    await conn.execute(ledger_entries.insert(), entries)
 
 
 # ---- return authorisations (RMAs) and credit memos ----
