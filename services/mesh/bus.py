@@ -9,6 +9,12 @@
   Success -> ack; a retryable error -> nak with jittered exponential
   back-off; a permanent one (undecodable body, invalid command), or a
   retryable one on the last attempt -> the dead-letter stream, then term.
+- Batching: the messages of one fetch (up to ``consumer_tx_batch``) are
+  handled in ONE store transaction, each claimed in the inbox as before, and
+  acked together once it committed. Each message runs in its own SAVEPOINT:
+  a handler that fails rolls back only its message, which is retried or
+  dead-lettered exactly as without batching while the others commit. If the
+  transaction itself fails, the messages are handled again one at a time.
 - A message whose last attempt timed out (the process died or hung past the
   ack wait) is reported by JetStream's MAX_DELIVERIES advisory: it goes to
   the dead-letter stream too.
@@ -282,6 +288,7 @@ class Consumer:
         backoff: tuple[float, float] = (0.5, 30.0),
         limiter: AsyncLimiter | None = None,
         batch: int = 64,
+        tx_batch: int | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -294,6 +301,11 @@ class Consumer:
         self.backoff = backoff
         self.limiter = limiter
         self.batch = batch
+        if tx_batch is None:
+            from .config import load_settings
+
+            tx_batch = load_settings().consumer_tx_batch
+        self.tx_batch = tx_batch
         self._stopping = False
         self.stats = ConsumerStats()
 
@@ -329,9 +341,9 @@ class Consumer:
                 sub = None
                 await asyncio.sleep(0.5)
                 continue
-            for msg in msgs:
-                # Finish the messages in hand even when asked to stop.
-                await self.process(msg)
+            # Finish the messages in hand even when asked to stop.
+            for i in range(0, len(msgs), self.tx_batch):
+                await self.process_batch(msgs[i:i + self.tx_batch])
         for s in (sub, advisory):
             if s is not None:
                 try:
@@ -339,22 +351,109 @@ class Consumer:
                 except Exception:  # noqa: BLE001 - closing anyway
                     pass
 
-    async def process(self, msg: Msg) -> None:
+    async def process_batch(self, msgs: list[Msg]) -> None:
+        """Handle fetched messages in ONE store transaction, acked after it commits.
+
+        Each message is claimed and handled inside its own SAVEPOINT: a handler
+        that fails rolls back only its own message, which is then retried or
+        dead-lettered exactly as ``process`` does (one handler call per
+        delivery, as without batching); the others commit together. Should the
+        transaction itself fail (e.g. at commit), every message is handled
+        again one at a time.
+        """
+        if len(msgs) == 1 or self.tx_batch == 1:
+            for msg in msgs:
+                await self.process(msg)
+            return
+        todo: list[tuple[Msg, Envelope]] = []
+        failed: list[tuple[Msg, Envelope, Exception]] = []
+        for msg in msgs:
+            try:
+                env = decode(msg)
+            except PermanentError as exc:
+                await self.dead_letter(msg, str(exc), permanent=True)
+                continue
+            if self.limiter:
+                await self.limiter.acquire()
+            try:
+                # Latency is served outside the transaction (never holding the write lock).
+                await faults.slow_or_failing(self.durable)
+            except faults.InjectedFault as exc:
+                failed.append((msg, env, exc))
+                continue
+            todo.append((msg, env))
+        done: list[tuple[Msg, Envelope, bool]] = []
+        if todo:
+            try:
+                async with self.store.transaction() as tx:
+                    for msg, env in todo:
+                        with self._span(msg, env):
+                            try:
+                                async with tx.conn.begin_nested():
+                                    claimed = await tx.claim(self.durable, env.id)
+                                    if claimed:
+                                        await self.handler(env, tx)
+                            except Exception as exc:  # noqa: BLE001 - only this message is rolled back
+                                failed.append((msg, env, exc))
+                                continue
+                        done.append((msg, env, claimed))
+            except Exception as exc:  # noqa: BLE001 - nothing committed: each message again, on its own
+                log.warning("consumer.batch_failed", consumer=self.durable, size=len(todo), error=repr(exc))
+                for msg, _env in todo:
+                    await self.process(msg, limited=False)
+                done = []
+        for _ in done:
+            faults.crash_point("after_effect_before_ack")
+        for msg, env, claimed in done:
+            await msg.ack()
+            self._handled(msg, env, claimed)
+        for msg, env, exc in failed:
+            await self._failed(msg, env, exc)
+
+    async def _failed(self, msg: Msg, env: Envelope, exc: Exception) -> None:
+        """A handling attempt failed: dead-letter (permanent, or the last attempt) or nak with back-off."""
+        if isinstance(exc, PermanentError):
+            await self.dead_letter(msg, str(exc), permanent=True, attempts=env.attempt)
+            return
+        if env.attempt >= self.max_deliver:
+            await self.dead_letter(msg, repr(exc), permanent=False, attempts=env.attempt)
+            return
+        self.stats.retries += 1
+        delay = backoff_delay(env.attempt, *self.backoff)
+        log.warning("message.retry", consumer=self.durable, subject=msg.subject,
+                    id=env.id, attempt=env.attempt, delay=round(delay, 2), error=repr(exc))
+        try:
+            await msg.nak(delay=delay)
+        except Exception:  # noqa: BLE001 - the ack wait will redeliver it
+            pass
+
+    def _span(self, msg: Msg, env: Envelope):
+        return telemetry.tracer().start_as_current_span(
+            f"{msg.subject} process",
+            context=telemetry.extract(msg.headers or {}),
+            kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject,
+                        "messaging.message.id": env.id, "messaging.consumer.group.name": self.durable},
+        )
+
+    def _handled(self, msg: Msg, env: Envelope, claimed: bool) -> None:
+        if claimed:
+            self.stats.handled += 1
+            metrics.observe_event_lag(self.durable, env.time)
+            log.debug("message.handled", consumer=self.durable, subject=msg.subject, id=env.id)
+        else:
+            self.stats.duplicates += 1
+            log.info("message.duplicate", consumer=self.durable, subject=msg.subject, id=env.id)
+
+    async def process(self, msg: Msg, *, limited: bool = True) -> None:
         try:
             env = decode(msg)
         except PermanentError as exc:
             await self.dead_letter(msg, str(exc), permanent=True)
             return
-        ctx = telemetry.extract(msg.headers or {})
-        with telemetry.tracer().start_as_current_span(
-            f"{msg.subject} process",
-            context=ctx,
-            kind=SpanKind.CONSUMER,
-            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject,
-                        "messaging.message.id": env.id, "messaging.consumer.group.name": self.durable},
-        ):
+        with self._span(msg, env):
             try:
-                if self.limiter:
+                if self.limiter and limited:
                     await self.limiter.acquire()
                 await faults.slow_or_failing(self.durable)
                 async with self.store.transaction() as tx:
@@ -363,27 +462,9 @@ class Consumer:
                         await self.handler(env, tx)
                 faults.crash_point("after_effect_before_ack")
                 await msg.ack()
-                if claimed:
-                    self.stats.handled += 1
-                    metrics.observe_event_lag(self.durable, env.time)
-                    log.debug("message.handled", consumer=self.durable, subject=msg.subject, id=env.id)
-                else:
-                    self.stats.duplicates += 1
-                    log.info("message.duplicate", consumer=self.durable, subject=msg.subject, id=env.id)
-            except PermanentError as exc:
-                await self.dead_letter(msg, str(exc), permanent=True, attempts=env.attempt)
-            except Exception as exc:  # noqa: BLE001 - retry with back-off
-                if env.attempt >= self.max_deliver:
-                    await self.dead_letter(msg, repr(exc), permanent=False, attempts=env.attempt)
-                    return
-                self.stats.retries += 1
-                delay = backoff_delay(env.attempt, *self.backoff)
-                log.warning("message.retry", consumer=self.durable, subject=msg.subject,
-                            id=env.id, attempt=env.attempt, delay=round(delay, 2), error=repr(exc))
-                try:
-                    await msg.nak(delay=delay)
-                except Exception:  # noqa: BLE001 - the ack wait will redeliver it
-                    pass
+                self._handled(msg, env, claimed)
+            except Exception as exc:  # noqa: BLE001 - dead letter or retry with back-off
+                await self._failed(msg, env, exc)
 
     async def dead_letter(self, msg: Msg, reason: str, *, permanent: bool, attempts: int = 1,
                           subject: str | None = None, headers: dict | None = None,

@@ -120,6 +120,11 @@ class Settings(BaseSettings):
     # Seconds an idempotency record is kept.
     gateway_idempotency_ttl: float = Field(default=24 * 3600.0, gt=0)
 
+    # ---- shared runtime: batching (services/mesh/bus.py) ----
+    # At most this many fetched messages are handled in ONE store transaction
+    # (each still claimed in the inbox); 1 = one transaction per message.
+    consumer_tx_batch: int = Field(default=64, ge=1, le=1000)
+
     def addr(self, service: str) -> str:
         """host:port, or several comma-separated (replicas: calls are spread round robin)."""
         return getattr(self, f"{service}_addr")

@@ -292,3 +292,34 @@ async def test_a_relay_never_deletes_a_row_another_replica_committed_meanwhile(s
     async with store.read() as conn:
         left = (await conn.execute(store.outbox.select())).all()
     assert [r.event_id for r in left] == ["y-1"]
+
+
+async def test_a_fetched_batch_commits_together_and_a_poison_message_in_it_is_retried_alone(store, bus, nc):
+    """Messages already waiting are fetched together and handled in one
+    transaction (fewer transactions than messages); a poison message in the
+    middle rolls back only itself: every good one has exactly one effect and one
+    handler call, the poison is called once per delivery and dead-lettered."""
+    from services.mesh.store import STORE_TRANSACTIONS
+
+    rec = Recorder()
+    rec.poison.add("POISON")
+    ids = [f"B{i}" for i in range(15)] + ["POISON"] + [f"A{i}" for i in range(15)]
+    for oid in ids:
+        await publish(nc, SUBJECT, failed(oid))
+    # The same event id again: the inbox drops it inside the same batch.
+    dup_id = await publish(nc, SUBJECT, failed("DUP"))
+    await nc.jetstream().publish(SUBJECT, failed("DUP").SerializeToString(), headers={
+        "ce-id": dup_id, "ce-type": "crossdock.tms.v1.ShipmentBookingFailed", "Nats-Msg-Id": dup_id + "-again"})
+    before = STORE_TRANSACTIONS._value.get()
+    c = consumer(store, bus, rec, max_deliver=3)
+    task = await running(c)
+    good = [oid for oid in ids if oid != "POISON"] + ["DUP"]
+    await eventually(lambda: all(rec.effects[oid] == 1 for oid in good), what="good messages")
+    letters = await eventually(lambda: _letters(DeadLetters(bus), c.durable), what="poison dead-lettered")
+    await stop(c, task)
+    assert all(rec.calls[oid] == 1 for oid in good), rec.calls
+    assert rec.calls["POISON"] == 3 and rec.effects["POISON"] == 0
+    assert c.stats.handled == len(good) and c.stats.duplicates == 1
+    assert len(letters) == 1 and letters[0].headers["crossdock-dlq-attempts"] == "3"
+    # 32 messages handled in fewer transactions than messages.
+    assert STORE_TRANSACTIONS._value.get() - before < len(good)
