@@ -181,39 +181,109 @@ class Bus:
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows, oldest first, and deletes them once acked."""
+    """Publishes committed outbox rows, oldest first, and deletes them once acked.
 
-    def __init__(self, store: Store, bus: Bus, *, poll_interval: float, batch: int = 256):
+    On SQLite the loop (``run``) does not wait for the delete of a published
+    batch before publishing the next: deletes need the store's single write
+    connection, which a long transaction (a big receipt, a consumer batch) may
+    hold for a while. Published rows are remembered (and skipped by the next
+    reads) until a background delete, which takes every published id at once,
+    has committed; at most ``max_unconfirmed`` such rows. A crash before that
+    delete re-publishes them at the next start: the broker drops the copies
+    (same ``Nats-Msg-Id``), as for any crash between publish and delete.
+    """
+
+    def __init__(self, store: Store, bus: Bus, *, poll_interval: float, batch: int = 256,
+                 max_unconfirmed: int = 4096):
         self.store = store
         self.bus = bus
         self.poll_interval = poll_interval
         self.batch = batch
+        self.max_unconfirmed = max_unconfirmed
         self._wake = asyncio.Event()
         self._stopping = False
+        # Published, not deleted yet (SQLite loop only).
+        self._published: set[str] = set()
+        self._deleted = asyncio.Event()
+        self._deleter: asyncio.Task | None = None
         store.on_commit(self._wake.set)
 
     async def run(self) -> None:
         backoff = 0.2
-        while not self._stopping:
+        pipelined = self.store.dialect != "postgresql"
+        try:
+            while not self._stopping:
+                try:
+                    sent = await (self._relay_pipelined() if pipelined else self.relay_once())
+                    backoff = 0.2
+                except Exception as exc:  # noqa: BLE001 - broker down: keep the rows, retry
+                    log.warning("outbox.relay_failed", error=str(exc))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if sent == self.batch:
+                    continue
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                except TimeoutError:
+                    pass
+        finally:
+            if self._deleter is not None:
+                self._deleter.cancel()
+
+    async def _relay_pipelined(self) -> int:
+        """SQLite: publish the next oldest rows not published yet; delete in the background."""
+        while len(self._published) >= self.max_unconfirmed:
+            self._deleted.clear()
+            self._start_deleter()
+            await self._deleted.wait()
+        outbox = self.store.outbox
+        query = (select(outbox.c.event_id, outbox.c.subject, outbox.c.headers, outbox.c.payload)
+                 .order_by(outbox.c.id).limit(self.batch + len(self._published)))
+        # Everything published so far is in this set before the read starts: a
+        # delete committing during the read cannot make a published row look new.
+        published = set(self._published)
+        async with self.store.read() as conn:
+            rows = [r for r in (await conn.execute(query)).all() if r.event_id not in published]
+        rows = rows[:self.batch]
+        await self._publish(rows)
+        if rows:
+            self._published.update(r.event_id for r in rows)
+            self._start_deleter()
+        return len(rows)
+
+    def _start_deleter(self) -> None:
+        if self._deleter is None or self._deleter.done():
+            self._deleter = asyncio.create_task(self._delete_published(), name="outbox-delete")
+
+    async def _delete_published(self) -> None:
+        outbox = self.store.outbox
+        while self._published:
+            ids = list(self._published)
             try:
-                sent = await self.relay_once()
-                backoff = 0.2
-            except Exception as exc:  # noqa: BLE001 - broker down: keep the rows, retry
-                log.warning("outbox.relay_failed", error=str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                async with self.store.transaction() as tx:
+                    for i in range(0, len(ids), 500):
+                        await tx.conn.execute(delete(outbox).where(outbox.c.event_id.in_(ids[i:i + 500])))
+            except Exception as exc:  # noqa: BLE001 - kept; deleted by a later attempt
+                log.warning("outbox.delete_failed", error=str(exc))
+                await asyncio.sleep(0.5)
                 continue
-            if sent == self.batch:
-                continue
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
+            self._published.difference_update(ids)
+            self._deleted.set()
 
     async def relay_once(self) -> int:
-        """Publish one batch of the oldest outbox rows; returns how many."""
+        """Publish one batch of the oldest outbox rows and delete them; returns how many.
+
+        (Also used to flush at shutdown: rows the loop published and has not
+        deleted yet are deleted first.)"""
         outbox = self.store.outbox
+        if self._published and self.store.dialect != "postgresql":
+            ids = list(self._published)
+            async with self.store.transaction() as tx:
+                for i in range(0, len(ids), 500):
+                    await tx.conn.execute(delete(outbox).where(outbox.c.event_id.in_(ids[i:i + 500])))
+            self._published.difference_update(ids)
         # Rows are deleted by event id, never by id: SQLite reuses the id of a
         # deleted last row, and a replica's relay may delete a row that another
         # replica's transaction has just taken that id for.

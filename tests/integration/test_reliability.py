@@ -323,3 +323,60 @@ async def test_a_fetched_batch_commits_together_and_a_poison_message_in_it_is_re
     assert len(letters) == 1 and letters[0].headers["crossdock-dlq-attempts"] == "3"
     # 32 messages handled in fewer transactions than messages.
     assert STORE_TRANSACTIONS._value.get() - before < len(good)
+
+
+async def test_the_relay_keeps_publishing_while_a_long_transaction_holds_the_write_lock(store, bus, nc):
+    """SQLite: deleting a published batch waits for the store's write connection;
+    publishing the next batches does not. Every row is published in order, once
+    the lock is free the outbox empties, and nothing is published twice."""
+    from sqlalchemy import func, select
+
+    ids = [f"R{i}" for i in range(700)]  # several relay batches
+    async with store.transaction() as tx:
+        for oid in ids:
+            await tx.emit(SUBJECT, failed(oid))
+    js = nc.jetstream()
+    first = (await js.stream_info("TMS")).state.last_seq
+    relay = OutboxRelay(store, bus, poll_interval=0.1)
+    task = asyncio.create_task(relay.run())
+
+    async def published():
+        return (await js.stream_info("TMS")).state.last_seq - first
+
+    async with store.transaction() as tx:  # holds the write lock until everything is out
+        await eventually(lambda: _at_least(published(), len(ids)), what="all rows published under the lock")
+        await tx.conn.execute(insert(store.outbox).values(  # this transaction's own row, still works
+            event_id=str(uuid.uuid4()), subject=SUBJECT, headers="{}", payload=b"", created_at=_now()))
+        await tx.conn.execute(store.outbox.delete().where(store.outbox.c.headers == "{}"))
+
+    async def outbox_rows():
+        async with store.read() as conn:
+            return (await conn.execute(select(func.count()).select_from(store.outbox))).scalar()
+
+    await eventually(lambda: _equals(outbox_rows(), 0), what="outbox emptied after the lock")
+    relay.stop()
+    await asyncio.wait_for(task, 10)
+    assert await published() == len(ids)
+    sub = await js.pull_subscribe(SUBJECT, durable=f"check-{uuid.uuid4().hex[:6]}", stream="TMS")
+    seen = []
+    while len(seen) < len(ids):
+        for m in await sub.fetch(256, timeout=5):
+            body = tms_msgs.ShipmentBookingFailed()
+            body.ParseFromString(m.data)
+            seen.append(body.order_id)
+            await m.ack()
+    assert seen == ids  # oldest first, each once
+
+
+async def _at_least(value, n):
+    return await value >= n
+
+
+async def _equals(value, n):
+    return await value == n
+
+
+def _now():
+    from services.mesh.store import utcnow
+
+    return utcnow()
