@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import baseline, building_blocks, meshrun, report, scenarios
 
-SCENARIOS = ("blocks", "throughput", "burst", "baseline", "lookups")
+SCENARIOS = ("blocks", "throughput", "burst", "baseline", "lookups", "unbatched")
 
 
 @dataclass(frozen=True)
@@ -42,15 +42,16 @@ class Size:
     after_s: float
     lookups: int
     backlog: int
+    unbatched_s: float
 
 
 SIZES = {
     "full": Size(grpc_calls=2000, messages=20_000, transactions=2000, throughput_s=75, warmup_s=15,
                  completion_s=30, burst_events=10_000, burst_receipts=20, burst_intake_rate=10, burst_before_s=10,
-                 normal_s=20, slowed_s=30, after_s=15, lookups=1000, backlog=150),
+                 normal_s=20, slowed_s=30, after_s=15, lookups=1000, backlog=150, unbatched_s=50),
     "tiny": Size(grpc_calls=100, messages=500, transactions=100, throughput_s=5, warmup_s=1,
                  completion_s=2, burst_events=200, burst_receipts=4, burst_intake_rate=5, burst_before_s=1,
-                 normal_s=2, slowed_s=2, after_s=1, lookups=20, backlog=20),
+                 normal_s=2, slowed_s=2, after_s=1, lookups=20, backlog=20, unbatched_s=4),
 }
 
 
@@ -98,6 +99,20 @@ async def _mesh_scenarios(mesh, fault_file, work: Path, size: Size, only: set[st
         await stubs.close()
 
 
+async def _unbatched(mesh, size: Size, results: dict) -> None:
+    stubs = meshrun.Stubs(mesh)
+    metrics = meshrun.Metrics(mesh)
+    try:
+        results["throughput_unbatched"] = await scenarios.throughput(
+            mesh, stubs, metrics, duration=size.unbatched_s, warmup=size.warmup_s, backlog=size.backlog)
+    except Exception as exc:  # noqa: BLE001 - reported with the results
+        results["errors"]["throughput_unbatched"] = f"{type(exc).__name__}: {exc}"
+        traceback.print_exc()
+    finally:
+        await metrics.close()
+        await stubs.close()
+
+
 def run(size_name: str, out: Path, only: set[str], keep: bool = False) -> dict:
     size = SIZES[size_name]
     started = time.monotonic()
@@ -121,6 +136,15 @@ def run(size_name: str, out: Path, only: set[str], keep: bool = False) -> dict:
             mesh, fault_file = meshrun.start_mesh(work)
             try:
                 asyncio.run(_mesh_scenarios(mesh, fault_file, work, size, only, results))
+            finally:
+                mesh.stop()
+        if "unbatched" in only:
+            # The same throughput run on a second mesh whose consumers commit one
+            # transaction per message (the runtime before batching), for comparison.
+            log("2'. throughput, one transaction per message (CROSSDOCK_CONSUMER_TX_BATCH=1)…")
+            mesh, _ = meshrun.start_mesh(work, "mesh-unbatched", {"CROSSDOCK_CONSUMER_TX_BATCH": "1"})
+            try:
+                asyncio.run(_unbatched(mesh, size, results))
             finally:
                 mesh.stop()
         blocks, tp = results.get("building_blocks"), results.get("throughput")

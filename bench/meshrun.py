@@ -31,10 +31,11 @@ ENV = {
 WATCHING = ("/GetOrder", "/ListOrders", "/ListLedgerPositions", "/grpc.")
 
 
-def start_mesh(work: Path) -> tuple[Mesh, Path]:
-    fault_file = work / "wms.fault"
+def start_mesh(work: Path, name: str = "mesh", env: dict[str, str] | None = None) -> tuple[Mesh, Path]:
+    fault_file = work / f"{name}-wms.fault"
     fault_file.unlink(missing_ok=True)
-    mesh = Mesh(work / "mesh", env=ENV, service_env={"wms": {"CROSSDOCK_FAULT_FILE": str(fault_file)}})
+    mesh = Mesh(work / name, env={**ENV, **(env or {})},
+                service_env={"wms": {"CROSSDOCK_FAULT_FILE": str(fault_file)}})
     try:
         mesh.start()
     except BaseException:
@@ -80,7 +81,8 @@ class Metrics:
             f = mesh_metrics.port_file(mesh.data_dir, name)
             if f.exists():
                 self.urls[name] = f"http://127.0.0.1:{int(f.read_text())}/metrics"
-        self.http = httpx.AsyncClient(timeout=10)
+        # Plain text: gzip would cost the scraped service more CPU than the scrape is worth.
+        self.http = httpx.AsyncClient(timeout=10, headers={"Accept-Encoding": "identity"})
 
     async def scrape(self) -> dict[str, dict]:
         out = {}

@@ -98,6 +98,12 @@ def markdown(r: dict) -> str:
                   f"| orders submitted / invoiced | {_fmt(t['submitted'])} / {_fmt(t['invoiced'])} |",
                   f"| submit latency under load p50 / p99 | {_fmt(t['submit_latency']['p50_ms'])} / "
                   f"{_fmt(t['submit_latency']['p99_ms'])} ms |"]
+        u = r.get("throughput_unbatched")
+        if u:
+            lines.append(f"| the same on a second mesh, one transaction per message (`CROSSDOCK_CONSUMER_TX_BATCH=1`, "
+                         f"{_fmt(u['duration_s'] - u['warmup_s'])} s window) | {_fmt(u['orders_per_s'])} orders/s, "
+                         f"{_fmt(u['per_order']['transactions'])} store transactions per order (batched: "
+                         f"{_fmt(t['per_order']['transactions'])}) |")
         if c:
             lines.append(f"| completion latency at {_fmt(c['offered_orders_per_s'])} orders/s p50 / p99 | "
                          f"{_fmt(c['completion']['p50_ms'])} / {_fmt(c['completion']['p99_ms'])} ms |")

@@ -29,6 +29,8 @@ def test_every_scenario_produces_figures(tmp_path):
     assert results["floor"]["floor_orders_per_s"] > 0
     assert results["floor"]["mesh_over_floor"] is not None
     assert results["completion"]["completion"]["p99_ms"] is not None
+    unbatched = results["throughput_unbatched"]
+    assert unbatched["invoiced"] == unbatched["submitted"] > 0 and unbatched["per_order"]["transactions"] > 0
 
     burst = results["burst"]
     assert burst["all_applied_s"] > 0
