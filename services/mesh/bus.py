@@ -10,8 +10,9 @@
   back-off; a permanent one (undecodable body, invalid command), or a
   retryable one on the last attempt -> the dead-letter stream, then term.
 - Batching: the messages of one fetch (up to ``consumer_tx_batch``) are
-  handled in ONE store transaction, each claimed in the inbox as before, and
-  acked together once it committed. Each message runs in its own SAVEPOINT:
+  handled in ONE store transaction (committed early once it has been open for
+  ``consumer_tx_max_ms``, the rest going into the next), each claimed in the
+  inbox as before, and acked together once it committed. Each message runs in its own SAVEPOINT:
   a handler that fails rolls back only its message, which is retried or
   dead-lettered exactly as without batching while the others commit. If the
   transaction itself fails, the messages are handled again one at a time.
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -359,6 +361,7 @@ class Consumer:
         limiter: AsyncLimiter | None = None,
         batch: int = 64,
         tx_batch: int | None = None,
+        tx_max_s: float | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -371,11 +374,14 @@ class Consumer:
         self.backoff = backoff
         self.limiter = limiter
         self.batch = batch
-        if tx_batch is None:
+        if tx_batch is None or tx_max_s is None:
             from .config import load_settings
 
-            tx_batch = load_settings().consumer_tx_batch
+            settings = load_settings()
+            tx_batch = settings.consumer_tx_batch if tx_batch is None else tx_batch
+            tx_max_s = settings.consumer_tx_max_ms / 1000 if tx_max_s is None else tx_max_s
         self.tx_batch = tx_batch
+        self.tx_max_s = tx_max_s
         self._stopping = False
         self.stats = ConsumerStats()
 
@@ -422,21 +428,23 @@ class Consumer:
                     pass
 
     async def process_batch(self, msgs: list[Msg]) -> None:
-        """Handle fetched messages in ONE store transaction, acked after it commits.
+        """Handle fetched messages in as few store transactions as possible.
 
-        Each message is claimed and handled inside its own SAVEPOINT: a handler
-        that fails rolls back only its own message, which is then retried or
+        Messages go into one transaction until it has been open for
+        ``tx_max_s`` (then it commits and the rest go into the next one, so
+        a gRPC call waiting for the store's write connection never waits
+        long); each transaction is acked after it commits. Each message is
+        claimed and handled inside its own SAVEPOINT: a handler that fails
+        rolls back only its own message, which is then retried or
         dead-lettered exactly as ``process`` does (one handler call per
-        delivery, as without batching); the others commit together. Should the
-        transaction itself fail (e.g. at commit), every message is handled
-        again one at a time.
+        delivery, as without batching). Should a transaction itself fail
+        (e.g. at commit), its messages are handled again one at a time.
         """
         if len(msgs) == 1 or self.tx_batch == 1:
             for msg in msgs:
                 await self.process(msg)
             return
         todo: list[tuple[Msg, Envelope]] = []
-        failed: list[tuple[Msg, Envelope, Exception]] = []
         for msg in msgs:
             try:
                 env = decode(msg)
@@ -449,29 +457,39 @@ class Consumer:
                 # Latency is served outside the transaction (never holding the write lock).
                 await faults.slow_or_failing(self.durable)
             except faults.InjectedFault as exc:
-                failed.append((msg, env, exc))
+                await self._failed(msg, env, exc)
                 continue
             todo.append((msg, env))
+        while todo:
+            todo = await self._handle_group(todo)
+
+    async def _handle_group(self, todo: list[tuple[Msg, Envelope]]) -> list[tuple[Msg, Envelope]]:
+        """Handle messages from the front of ``todo`` in one transaction; returns the rest."""
         done: list[tuple[Msg, Envelope, bool]] = []
-        if todo:
-            try:
-                async with self.store.transaction() as tx:
-                    for msg, env in todo:
-                        with self._span(msg, env):
-                            try:
-                                async with tx.conn.begin_nested():
-                                    claimed = await tx.claim(self.durable, env.id)
-                                    if claimed:
-                                        await self.handler(env, tx)
-                            except Exception as exc:  # noqa: BLE001 - only this message is rolled back
-                                failed.append((msg, env, exc))
-                                continue
-                        done.append((msg, env, claimed))
-            except Exception as exc:  # noqa: BLE001 - nothing committed: each message again, on its own
-                log.warning("consumer.batch_failed", consumer=self.durable, size=len(todo), error=repr(exc))
-                for msg, _env in todo:
-                    await self.process(msg, limited=False)
-                done = []
+        failed: list[tuple[Msg, Envelope, Exception]] = []
+        taken = 0
+        started = time.monotonic()
+        try:
+            async with self.store.transaction() as tx:
+                for msg, env in todo:
+                    if taken and time.monotonic() - started > self.tx_max_s:
+                        break
+                    taken += 1
+                    with self._span(msg, env):
+                        try:
+                            async with tx.conn.begin_nested():
+                                claimed = await tx.claim(self.durable, env.id)
+                                if claimed:
+                                    await self.handler(env, tx)
+                        except Exception as exc:  # noqa: BLE001 - only this message is rolled back
+                            failed.append((msg, env, exc))
+                            continue
+                    done.append((msg, env, claimed))
+        except Exception as exc:  # noqa: BLE001 - nothing committed: each message again, on its own
+            log.warning("consumer.batch_failed", consumer=self.durable, size=taken, error=repr(exc))
+            for msg, _env in todo[:taken]:
+                await self.process(msg, limited=False)
+            return todo[taken:]
         for _ in done:
             faults.crash_point("after_effect_before_ack")
         for msg, env, claimed in done:
@@ -479,6 +497,7 @@ class Consumer:
             self._handled(msg, env, claimed)
         for msg, env, exc in failed:
             await self._failed(msg, env, exc)
+        return todo[taken:]
 
     async def _failed(self, msg: Msg, env: Envelope, exc: Exception) -> None:
         """A handling attempt failed: dead-letter (permanent, or the last attempt) or nak with back-off."""
