@@ -65,6 +65,11 @@ async def _mesh_scenarios(mesh, fault_file, work: Path, size: Size, only: set[st
     errors = results["errors"]
 
     async def step(name: str, key: str, coro_fn):
+        try:
+            drained = await meshrun.quiesce(mesh)
+            results.setdefault("drain_s_before", {})[key] = drained
+        except TimeoutError as exc:
+            errors[f"{key}_drain"] = str(exc)
         log(f"{name}…")
         t = time.monotonic()
         try:
@@ -84,9 +89,12 @@ async def _mesh_scenarios(mesh, fault_file, work: Path, size: Size, only: set[st
             await step("2. completion latency at half rate", "completion", lambda: scenarios.completion_latency(
                 stubs, metrics, rate=max(rate / 2, 1.0), duration=size.completion_s))
         if "burst" in only:
+            # Order intake well inside what the mesh sustains, so that what changes is the burst.
+            rate = (results.get("throughput") or {}).get("orders_per_s") or 6.0
+            intake = round(max(min(rate * 0.3, size.burst_intake_rate), 1.0), 1)
             await step("3. burst", "burst", lambda: scenarios.burst(
                 mesh, stubs, events=size.burst_events, receipts=size.burst_receipts,
-                intake_rate=size.burst_intake_rate, before_s=size.burst_before_s))
+                intake_rate=intake, before_s=size.burst_before_s))
         if "baseline" in only:
             rate = (results.get("throughput") or {}).get("orders_per_s") or 6.0
             # Well inside what the mesh sustains: both systems run at once on 2 cores.

@@ -122,7 +122,7 @@ def _summary(records: list[Record], phases: dict[str, tuple[float, float]], spik
 
 async def side_by_side(stubs: Stubs, metrics: meshrun.Metrics, fault_file, *, rate: float, normal_s: float,
                        slowed_s: float, after_s: float, latency_ms_added: int = 200,
-                       drain_timeout: float = 300) -> dict:
+                       drain_timeout: float = 900) -> dict:
     """Crossdock and the baseline at the same offered rate, at the same time."""
     wx, wb = await meshrun.world(stubs), await meshrun.world(stubs)
     baseline = DirectIntegration(stubs, wb)

@@ -5,6 +5,7 @@ memory (/proc)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
@@ -130,6 +131,34 @@ def per_order(before: dict, after: dict, orders: int) -> dict:
         for k in totals:
             totals[k] += d[k]
     return {**{k: round(v / orders, 2) for k, v in totals.items()}, "orders": orders, "by_service": services}
+
+
+async def quiesce(mesh: Mesh, timeout: float = 900) -> float:
+    """Wait until every durable consumer of the mesh has nothing pending or
+    unacknowledged (what one scenario left behind must not slow the next);
+    returns the seconds it took."""
+    import nats
+
+    start = time.monotonic()
+    nc = await nats.connect(mesh.nats.url)
+    try:
+        js = nc.jetstream()
+
+        async def idle() -> bool:
+            for stream in await js.streams_info():
+                for info in await js.consumers_info(stream.config.name):
+                    if (info.num_pending or 0) + (info.num_ack_pending or 0) > 0:
+                        return False
+            return True
+
+        deadline = start + timeout
+        while not await idle():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the mesh did not drain in {timeout:.0f} s")
+            await asyncio.sleep(0.5)  # poll interval of the broker's consumer info
+    finally:
+        await nc.close()
+    return round(time.monotonic() - start, 1)
 
 
 def _proc_kb(pid: int, field: str) -> int | None:

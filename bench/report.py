@@ -151,6 +151,9 @@ def markdown(r: dict) -> str:
                   "|---|---|---|"]
         for name, v in rss.items():
             lines.append(f"| {name} | {_fmt(v['peak_rss_mb'])} MB | {_fmt(v['vm_hwm_mb'])} MB |")
+    if r.get("drain_s_before"):
+        lines += ["", "Before each scenario the harness waited until every durable consumer had nothing pending "
+                  "(seconds): " + ", ".join(f"{k} {v}" for k, v in r["drain_s_before"].items()) + "."]
     if r.get("errors"):
         lines += ["", "## Errors", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()]
     return "\n".join(lines) + "\n"
