@@ -475,13 +475,18 @@ class Consumer:
                     if taken and time.monotonic() - started > self.tx_max_s:
                         break
                     taken += 1
+                    # One SAVEPOINT statement per message, never released: COMMIT
+                    # keeps them all, ROLLBACK TO undoes only this message (a
+                    # release would cost one more round trip to the driver thread).
+                    savepoint = f"crossdock_msg_{taken}"
+                    await tx.conn.exec_driver_sql(f"SAVEPOINT {savepoint}")
                     with self._span(msg, env):
                         try:
-                            async with tx.conn.begin_nested():
-                                claimed = await tx.claim(self.durable, env.id)
-                                if claimed:
-                                    await self.handler(env, tx)
+                            claimed = await tx.claim(self.durable, env.id)
+                            if claimed:
+                                await self.handler(env, tx)
                         except Exception as exc:  # noqa: BLE001 - only this message is rolled back
+                            await tx.conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {savepoint}")
                             failed.append((msg, env, exc))
                             continue
                     done.append((msg, env, claimed))
