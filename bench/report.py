@@ -110,7 +110,7 @@ def markdown(r: dict) -> str:
     bu = r.get("burst")
     if bu:
         lines += ["", "## 3. Burst of inventory movements", "", "| figure | value |", "|---|---|",
-                  f"| events ({bu['receipts']} concurrent receipts) | {_fmt(bu['events'])} |",
+                  f"| events ({bu['receipts']} receipts, two at a time) | {_fmt(bu['events'])} |",
                   f"| WMS committed them all in | {_fmt(bu['wms_commit_s'])} s |",
                   f"| ERP ledger applied them all in (from the first receipt sent) | **{_fmt(bu['all_applied_s'])} s** |",
                   f"| ledger freshness lag p50 / p99 | {_fmt(bu['freshness_lag']['p50_ms'])} / "
