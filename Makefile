@@ -36,7 +36,7 @@ proto: ## regenerate the Python code from proto/ (lint first)
 
 lint: $(GEN) ## buf lint + ruff
 	$(VENV)/bin/buf lint
-	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff check services tests bench
 
 breaking: $(GEN) ## buf breaking against main
 	$(VENV)/bin/buf breaking --against '.git#branch=main'
@@ -45,7 +45,7 @@ run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep servi
 	$(VENV)/bin/crossdock up --demo 30
 
 test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
-	$(VENV)/bin/ruff check services tests
+	$(VENV)/bin/ruff check services tests bench
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test-unit: $(GEN) ## unit tests only (no I/O)
@@ -63,3 +63,7 @@ migration: $(GEN) ## autogenerate a migration: make migration SERVICE=erp MSG="a
 chaos: $(GEN) ## the full fault-injection run (2,000 orders + 200 returns under faults) and its summary
 	$(PY) -m tests.faults.chaos --orders 2000 --returns 200 --erp-outage 30 --json .data/chaos-summary.json
 .PHONY: chaos
+
+bench: $(GEN) ## benchmarks side by side (~7 min): .data/bench/results.json, summary.md, chart.png
+	$(PY) -m bench --size full --out .data/bench $(BENCH_ARGS)
+.PHONY: bench

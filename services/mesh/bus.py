@@ -9,6 +9,13 @@
   Success -> ack; a retryable error -> nak with jittered exponential
   back-off; a permanent one (undecodable body, invalid command), or a
   retryable one on the last attempt -> the dead-letter stream, then term.
+- Batching: the messages of one fetch (up to ``consumer_tx_batch``) are
+  handled in ONE store transaction (committed early once it has been open for
+  ``consumer_tx_max_ms``, the rest going into the next), each claimed in the
+  inbox as before, and acked together once it committed. Each message runs in its own SAVEPOINT:
+  a handler that fails rolls back only its message, which is retried or
+  dead-lettered exactly as without batching while the others commit. If the
+  transaction itself fails, the messages are handled again one at a time.
 - A message whose last attempt timed out (the process died or hung past the
   ack wait) is reported by JetStream's MAX_DELIVERIES advisory: it goes to
   the dead-letter stream too.
@@ -21,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -175,39 +183,109 @@ class Bus:
 
 
 class OutboxRelay:
-    """Publishes committed outbox rows, oldest first, and deletes them once acked."""
+    """Publishes committed outbox rows, oldest first, and deletes them once acked.
 
-    def __init__(self, store: Store, bus: Bus, *, poll_interval: float, batch: int = 256):
+    On SQLite the loop (``run``) does not wait for the delete of a published
+    batch before publishing the next: deletes need the store's single write
+    connection, which a long transaction (a big receipt, a consumer batch) may
+    hold for a while. Published rows are remembered (and skipped by the next
+    reads) until a background delete, which takes every published id at once,
+    has committed; at most ``max_unconfirmed`` such rows. A crash before that
+    delete re-publishes them at the next start: the broker drops the copies
+    (same ``Nats-Msg-Id``), as for any crash between publish and delete.
+    """
+
+    def __init__(self, store: Store, bus: Bus, *, poll_interval: float, batch: int = 256,
+                 max_unconfirmed: int = 4096):
         self.store = store
         self.bus = bus
         self.poll_interval = poll_interval
         self.batch = batch
+        self.max_unconfirmed = max_unconfirmed
         self._wake = asyncio.Event()
         self._stopping = False
+        # Published, not deleted yet (SQLite loop only).
+        self._published: set[str] = set()
+        self._deleted = asyncio.Event()
+        self._deleter: asyncio.Task | None = None
         store.on_commit(self._wake.set)
 
     async def run(self) -> None:
         backoff = 0.2
-        while not self._stopping:
+        pipelined = self.store.dialect != "postgresql"
+        try:
+            while not self._stopping:
+                try:
+                    sent = await (self._relay_pipelined() if pipelined else self.relay_once())
+                    backoff = 0.2
+                except Exception as exc:  # noqa: BLE001 - broker down: keep the rows, retry
+                    log.warning("outbox.relay_failed", error=str(exc))
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if sent == self.batch:
+                    continue
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                except TimeoutError:
+                    pass
+        finally:
+            if self._deleter is not None:
+                self._deleter.cancel()
+
+    async def _relay_pipelined(self) -> int:
+        """SQLite: publish the next oldest rows not published yet; delete in the background."""
+        while len(self._published) >= self.max_unconfirmed:
+            self._deleted.clear()
+            self._start_deleter()
+            await self._deleted.wait()
+        outbox = self.store.outbox
+        query = (select(outbox.c.event_id, outbox.c.subject, outbox.c.headers, outbox.c.payload)
+                 .order_by(outbox.c.id).limit(self.batch + len(self._published)))
+        # Everything published so far is in this set before the read starts: a
+        # delete committing during the read cannot make a published row look new.
+        published = set(self._published)
+        async with self.store.read() as conn:
+            rows = [r for r in (await conn.execute(query)).all() if r.event_id not in published]
+        rows = rows[:self.batch]
+        await self._publish(rows)
+        if rows:
+            self._published.update(r.event_id for r in rows)
+            self._start_deleter()
+        return len(rows)
+
+    def _start_deleter(self) -> None:
+        if self._deleter is None or self._deleter.done():
+            self._deleter = asyncio.create_task(self._delete_published(), name="outbox-delete")
+
+    async def _delete_published(self) -> None:
+        outbox = self.store.outbox
+        while self._published:
+            ids = list(self._published)
             try:
-                sent = await self.relay_once()
-                backoff = 0.2
-            except Exception as exc:  # noqa: BLE001 - broker down: keep the rows, retry
-                log.warning("outbox.relay_failed", error=str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+                async with self.store.transaction() as tx:
+                    for i in range(0, len(ids), 500):
+                        await tx.conn.execute(delete(outbox).where(outbox.c.event_id.in_(ids[i:i + 500])))
+            except Exception as exc:  # noqa: BLE001 - kept; deleted by a later attempt
+                log.warning("outbox.delete_failed", error=str(exc))
+                await asyncio.sleep(0.5)
                 continue
-            if sent == self.batch:
-                continue
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.poll_interval)
-            except TimeoutError:
-                pass
+            self._published.difference_update(ids)
+            self._deleted.set()
 
     async def relay_once(self) -> int:
-        """Publish one batch of the oldest outbox rows; returns how many."""
+        """Publish one batch of the oldest outbox rows and delete them; returns how many.
+
+        (Also used to flush at shutdown: rows the loop published and has not
+        deleted yet are deleted first.)"""
         outbox = self.store.outbox
+        if self._published and self.store.dialect != "postgresql":
+            ids = list(self._published)
+            async with self.store.transaction() as tx:
+                for i in range(0, len(ids), 500):
+                    await tx.conn.execute(delete(outbox).where(outbox.c.event_id.in_(ids[i:i + 500])))
+            self._published.difference_update(ids)
         # Rows are deleted by event id, never by id: SQLite reuses the id of a
         # deleted last row, and a replica's relay may delete a row that another
         # replica's transaction has just taken that id for.
@@ -282,6 +360,8 @@ class Consumer:
         backoff: tuple[float, float] = (0.5, 30.0),
         limiter: AsyncLimiter | None = None,
         batch: int = 64,
+        tx_batch: int | None = None,
+        tx_max_s: float | None = None,
     ) -> None:
         self.store = store
         self.bus = bus
@@ -294,6 +374,14 @@ class Consumer:
         self.backoff = backoff
         self.limiter = limiter
         self.batch = batch
+        if tx_batch is None or tx_max_s is None:
+            from .config import load_settings
+
+            settings = load_settings()
+            tx_batch = settings.consumer_tx_batch if tx_batch is None else tx_batch
+            tx_max_s = settings.consumer_tx_max_ms / 1000 if tx_max_s is None else tx_max_s
+        self.tx_batch = tx_batch
+        self.tx_max_s = tx_max_s
         self._stopping = False
         self.stats = ConsumerStats()
 
@@ -329,9 +417,9 @@ class Consumer:
                 sub = None
                 await asyncio.sleep(0.5)
                 continue
-            for msg in msgs:
-                # Finish the messages in hand even when asked to stop.
-                await self.process(msg)
+            # Finish the messages in hand even when asked to stop.
+            for i in range(0, len(msgs), self.tx_batch):
+                await self.process_batch(msgs[i:i + self.tx_batch])
         for s in (sub, advisory):
             if s is not None:
                 try:
@@ -339,22 +427,127 @@ class Consumer:
                 except Exception:  # noqa: BLE001 - closing anyway
                     pass
 
-    async def process(self, msg: Msg) -> None:
+    async def process_batch(self, msgs: list[Msg]) -> None:
+        """Handle fetched messages in as few store transactions as possible.
+
+        Messages go into one transaction until it has been open for
+        ``tx_max_s`` (then it commits and the rest go into the next one, so
+        a gRPC call waiting for the store's write connection never waits
+        long); each transaction is acked after it commits. Each message is
+        claimed and handled inside its own SAVEPOINT: a handler that fails
+        rolls back only its own message, which is then retried or
+        dead-lettered exactly as ``process`` does (one handler call per
+        delivery, as without batching). Should a transaction itself fail
+        (e.g. at commit), its messages are handled again one at a time.
+        """
+        if len(msgs) == 1 or self.tx_batch == 1:
+            for msg in msgs:
+                await self.process(msg)
+            return
+        todo: list[tuple[Msg, Envelope]] = []
+        for msg in msgs:
+            try:
+                env = decode(msg)
+            except PermanentError as exc:
+                await self.dead_letter(msg, str(exc), permanent=True)
+                continue
+            if self.limiter:
+                await self.limiter.acquire()
+            try:
+                # Latency is served outside the transaction (never holding the write lock).
+                await faults.slow_or_failing(self.durable)
+            except faults.InjectedFault as exc:
+                await self._failed(msg, env, exc)
+                continue
+            todo.append((msg, env))
+        while todo:
+            todo = await self._handle_group(todo)
+
+    async def _handle_group(self, todo: list[tuple[Msg, Envelope]]) -> list[tuple[Msg, Envelope]]:
+        """Handle messages from the front of ``todo`` in one transaction; returns the rest."""
+        done: list[tuple[Msg, Envelope, bool]] = []
+        failed: list[tuple[Msg, Envelope, Exception]] = []
+        taken = 0
+        started = time.monotonic()
+        try:
+            async with self.store.transaction() as tx:
+                for msg, env in todo:
+                    if taken and time.monotonic() - started > self.tx_max_s:
+                        break
+                    taken += 1
+                    # One SAVEPOINT statement per message, never released: COMMIT
+                    # keeps them all, ROLLBACK TO undoes only this message (a
+                    # release would cost one more round trip to the driver thread).
+                    savepoint = f"crossdock_msg_{taken}"
+                    await tx.conn.exec_driver_sql(f"SAVEPOINT {savepoint}")
+                    with self._span(msg, env):
+                        try:
+                            claimed = await tx.claim(self.durable, env.id)
+                            if claimed:
+                                await self.handler(env, tx)
+                        except Exception as exc:  # noqa: BLE001 - only this message is rolled back
+                            await tx.conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {savepoint}")
+                            failed.append((msg, env, exc))
+                            continue
+                    done.append((msg, env, claimed))
+        except Exception as exc:  # noqa: BLE001 - nothing committed: each message again, on its own
+            log.warning("consumer.batch_failed", consumer=self.durable, size=taken, error=repr(exc))
+            for msg, _env in todo[:taken]:
+                await self.process(msg, limited=False)
+            return todo[taken:]
+        for _ in done:
+            faults.crash_point("after_effect_before_ack")
+        for msg, env, claimed in done:
+            await msg.ack()
+            self._handled(msg, env, claimed)
+        for msg, env, exc in failed:
+            await self._failed(msg, env, exc)
+        return todo[taken:]
+
+    async def _failed(self, msg: Msg, env: Envelope, exc: Exception) -> None:
+        """A handling attempt failed: dead-letter (permanent, or the last attempt) or nak with back-off."""
+        if isinstance(exc, PermanentError):
+            await self.dead_letter(msg, str(exc), permanent=True, attempts=env.attempt)
+            return
+        if env.attempt >= self.max_deliver:
+            await self.dead_letter(msg, repr(exc), permanent=False, attempts=env.attempt)
+            return
+        self.stats.retries += 1
+        delay = backoff_delay(env.attempt, *self.backoff)
+        log.warning("message.retry", consumer=self.durable, subject=msg.subject,
+                    id=env.id, attempt=env.attempt, delay=round(delay, 2), error=repr(exc))
+        try:
+            await msg.nak(delay=delay)
+        except Exception:  # noqa: BLE001 - the ack wait will redeliver it
+            pass
+
+    def _span(self, msg: Msg, env: Envelope):
+        return telemetry.tracer().start_as_current_span(
+            f"{msg.subject} process",
+            context=telemetry.extract(msg.headers or {}),
+            kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject,
+                        "messaging.message.id": env.id, "messaging.consumer.group.name": self.durable},
+        )
+
+    def _handled(self, msg: Msg, env: Envelope, claimed: bool) -> None:
+        if claimed:
+            self.stats.handled += 1
+            metrics.observe_event_lag(self.durable, env.time)
+            log.debug("message.handled", consumer=self.durable, subject=msg.subject, id=env.id)
+        else:
+            self.stats.duplicates += 1
+            log.info("message.duplicate", consumer=self.durable, subject=msg.subject, id=env.id)
+
+    async def process(self, msg: Msg, *, limited: bool = True) -> None:
         try:
             env = decode(msg)
         except PermanentError as exc:
             await self.dead_letter(msg, str(exc), permanent=True)
             return
-        ctx = telemetry.extract(msg.headers or {})
-        with telemetry.tracer().start_as_current_span(
-            f"{msg.subject} process",
-            context=ctx,
-            kind=SpanKind.CONSUMER,
-            attributes={"messaging.system": "nats", "messaging.destination.name": msg.subject,
-                        "messaging.message.id": env.id, "messaging.consumer.group.name": self.durable},
-        ):
+        with self._span(msg, env):
             try:
-                if self.limiter:
+                if self.limiter and limited:
                     await self.limiter.acquire()
                 await faults.slow_or_failing(self.durable)
                 async with self.store.transaction() as tx:
@@ -363,27 +556,9 @@ class Consumer:
                         await self.handler(env, tx)
                 faults.crash_point("after_effect_before_ack")
                 await msg.ack()
-                if claimed:
-                    self.stats.handled += 1
-                    metrics.observe_event_lag(self.durable, env.time)
-                    log.debug("message.handled", consumer=self.durable, subject=msg.subject, id=env.id)
-                else:
-                    self.stats.duplicates += 1
-                    log.info("message.duplicate", consumer=self.durable, subject=msg.subject, id=env.id)
-            except PermanentError as exc:
-                await self.dead_letter(msg, str(exc), permanent=True, attempts=env.attempt)
-            except Exception as exc:  # noqa: BLE001 - retry with back-off
-                if env.attempt >= self.max_deliver:
-                    await self.dead_letter(msg, repr(exc), permanent=False, attempts=env.attempt)
-                    return
-                self.stats.retries += 1
-                delay = backoff_delay(env.attempt, *self.backoff)
-                log.warning("message.retry", consumer=self.durable, subject=msg.subject,
-                            id=env.id, attempt=env.attempt, delay=round(delay, 2), error=repr(exc))
-                try:
-                    await msg.nak(delay=delay)
-                except Exception:  # noqa: BLE001 - the ack wait will redeliver it
-                    pass
+                self._handled(msg, env, claimed)
+            except Exception as exc:  # noqa: BLE001 - dead letter or retry with back-off
+                await self._failed(msg, env, exc)
 
     async def dead_letter(self, msg: Msg, reason: str, *, permanent: bool, attempts: int = 1,
                           subject: str | None = None, headers: dict | None = None,

@@ -142,6 +142,15 @@ class Settings(BaseSettings):
     # Seconds between the delivery loop's looks for due replenishments.
     erp_replenishment_interval: float = Field(default=0.5, gt=0)
 
+    # ---- shared runtime: batching (services/mesh/bus.py) ----
+    # At most this many fetched messages are handled in ONE store transaction
+    # (each still claimed in the inbox); 1 = one transaction per message.
+    consumer_tx_batch: int = Field(default=64, ge=1, le=1000)
+    # A batch's transaction commits once it has been open this long (ms) and
+    # the rest of the batch goes into the next one: the store's single write
+    # connection (SQLite) is never held long while a gRPC call waits for it.
+    consumer_tx_max_ms: float = Field(default=50.0, gt=0)
+
     def addr(self, service: str) -> str:
         """host:port, or several comma-separated (replicas: calls are spread round robin)."""
         return getattr(self, f"{service}_addr")

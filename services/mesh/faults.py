@@ -10,6 +10,10 @@
   call served and every message handled waits that long, and fails (gRPC
   UNAVAILABLE / a retryable handler error) with that probability: a slow or
   flaky system.
+- ``CROSSDOCK_FAULT_FILE``: a file whose contents (``latency_ms=200``,
+  ``error_rate=0.1``, one a line or comma-separated) are added to the two
+  above while it exists; it is re-read at most every 0.25 s, so a running
+  service can be slowed and restored without a restart (``make bench``).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import os
 import random
 import sys
+import time
 
 import grpc
 
@@ -40,6 +45,47 @@ LATENCY_S = float(os.environ.get("CROSSDOCK_FAULT_LATENCY_MS", "0")) / 1000
 ERROR_RATE = float(os.environ.get("CROSSDOCK_FAULT_ERROR_RATE", "0"))
 
 
+FAULT_FILE = os.environ.get("CROSSDOCK_FAULT_FILE", "")
+_FILE_CHECK_S = 0.25
+_file_state = {"checked": 0.0, "mtime": None, "latency": 0.0, "errors": 0.0}
+
+
+def _parse_fault_file(text: str) -> tuple[float, float]:
+    latency = errors = 0.0
+    for part in filter(None, (p.strip() for p in text.replace("\n", ",").split(","))):
+        name, _, value = part.partition("=")
+        try:
+            if name.strip() == "latency_ms":
+                latency = float(value) / 1000
+            elif name.strip() == "error_rate":
+                errors = float(value)
+        except ValueError:
+            continue
+    return latency, errors
+
+
+def file_faults() -> tuple[float, float]:
+    """(latency s, error rate) from CROSSDOCK_FAULT_FILE now; (0, 0) when absent."""
+    if not FAULT_FILE:
+        return 0.0, 0.0
+    st = _file_state
+    now = time.monotonic()
+    if now - st["checked"] >= _FILE_CHECK_S:
+        st["checked"] = now
+        try:
+            mtime = os.stat(FAULT_FILE).st_mtime_ns
+        except OSError:
+            mtime = None
+        if mtime != st["mtime"]:
+            st["mtime"] = mtime
+            try:
+                with open(FAULT_FILE) as f:
+                    st["latency"], st["errors"] = _parse_fault_file(f.read())
+            except OSError:
+                st["latency"], st["errors"] = 0.0, 0.0
+    return st["latency"], st["errors"]
+
+
 class InjectedFault(Exception):
     """A retryable failure injected on purpose."""
 
@@ -54,9 +100,11 @@ def crash_point(name: str) -> None:
 
 async def slow_or_failing(what: str) -> None:
     """Apply the configured latency and error rate (no-op when both are 0)."""
-    if LATENCY_S:
-        await asyncio.sleep(LATENCY_S)
-    if ERROR_RATE and random.random() < ERROR_RATE:
+    file_latency, file_errors = file_faults()
+    if LATENCY_S or file_latency:
+        await asyncio.sleep(LATENCY_S + file_latency)
+    error_rate = ERROR_RATE + file_errors
+    if error_rate and random.random() < error_rate:
         raise InjectedFault(f"injected failure in {what}")
 
 
@@ -83,4 +131,4 @@ class FaultInterceptor(grpc.aio.ServerInterceptor):
 
 
 def enabled() -> bool:
-    return bool(_crash_points or LATENCY_S or ERROR_RATE)
+    return bool(_crash_points or LATENCY_S or ERROR_RATE or FAULT_FILE)

@@ -19,6 +19,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from google.protobuf.message import Message
+from prometheus_client import Counter
 from sqlalchemy import (
     BigInteger,
     Column,
@@ -40,6 +41,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from . import contracts, faults, telemetry
+
+# Committed write transactions of this process's store (what `make bench`
+# counts per order, next to RPCs and messages handled).
+STORE_TRANSACTIONS = Counter("crossdock_store_transactions", "Committed write transactions of the service's store")
 
 # An autoincrementing 64-bit key on PostgreSQL, INTEGER PRIMARY KEY on SQLite.
 BigId = BigInteger().with_variant(Integer, "sqlite")
@@ -282,6 +287,7 @@ class Store:
         async with self.engine.begin() as conn:
             tx = Tx(self, conn)
             yield tx
+        STORE_TRANSACTIONS.inc()
         if tx.emitted:
             faults.crash_point("after_commit_before_publish")
             for callback in self._on_commit:

@@ -1,0 +1,193 @@
+"""results.json -> summary.md (the table with the targets) and chart.png."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _get(d: dict, *path, default=None):
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return default
+        d = d[p]
+    return d
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
+    """(target, measured, threshold, met) for every target the issue names."""
+    out = []
+    ratio = _get(r, "floor", "mesh_over_floor")
+    out.append(("mesh throughput / building-block floor", _fmt(ratio), "≥ 0.6",
+                None if ratio is None else ratio >= 0.6))
+    applied = _get(r, "burst", "all_applied_s")
+    out.append(("burst: 10,000 events applied to the ERP ledger", f"{_fmt(applied)} s", "< 3 s",
+                None if applied is None else applied < 3))
+    growth = _get(r, "burst", "intake_p99_during_over_before")
+    out.append(("burst: intake p99 during / before", _fmt(growth), "≤ 2×", None if growth is None else growth <= 2))
+    cx = _get(r, "side_by_side", "crossdock", "acceptance_p99_slowed_over_normal")
+    out.append(("slowed WMS: Crossdock acceptance p99 slowed / normal", _fmt(cx), "≤ 2×",
+                None if cx is None else cx <= 2))
+    bg = _get(r, "side_by_side", "baseline", "acceptance_p99_growth_ms")
+    bg50 = _get(r, "side_by_side", "baseline", "acceptance_p50_growth_ms")
+    added = _get(r, "side_by_side", "wms_added_latency_ms", default=200)
+    out.append(("slowed WMS: baseline acceptance growth p50 / p99", f"{_fmt(bg50)} / {_fmt(bg)} ms",
+                f"≥ {added} ms (expected)", None if bg is None else max(bg, bg50 or 0) >= added))
+    lost = [_get(r, "side_by_side", s, "totals", "lost") for s in ("crossdock", "baseline")]
+    out.append(("slowed WMS: orders lost (Crossdock, baseline)", f"{_fmt(lost[0])}, {_fmt(lost[1])}", "0, 0",
+                None if None in lost else lost == [0, 0]))
+    ratios = _get(r, "lookups", "grpc_p99_over_echo") or {}
+    worst = max(ratios.values()) if ratios else None
+    out.append(("lookups: gRPC p99 / raw echo p99 (worst)", _fmt(worst), "≤ 2×", None if worst is None else worst <= 2))
+    rss = _get(r, "throughput", "rss") or {}
+    peak = max((v["peak_rss_mb"] for v in rss.values()), default=None)
+    out.append(("peak RSS per service (largest)", f"{_fmt(peak)} MB", "< 150 MB", None if peak is None else peak < 150))
+    return out
+
+
+def markdown(r: dict) -> str:
+    m = r.get("meta", {})
+    lines = [f"# Crossdock benchmark ({m.get('size', '?')})", "",
+             f"{m.get('started', '')} · {m.get('cpus', '?')} CPUs · `{m.get('command', '')}` · "
+             f"{m.get('elapsed_s', '?')} s", ""]
+    lines += ["## Targets", "", "| target | measured | target | met |", "|---|---|---|---|"]
+    for name, measured, threshold, met in targets(r):
+        lines.append(f"| {name} | {measured} | {threshold} | {'–' if met is None else ('yes' if met else '**no**')} |")
+
+    b = r.get("building_blocks") or {}
+    f = r.get("floor") or {}
+    po = _get(r, "throughput", "per_order") or {}
+    if b:
+        js = b.get("jetstream", {})
+        lines += ["", "## 1. Building-block floor (same run)", "", "| block | figure |", "|---|---|",
+                  f"| raw gRPC echo, one at a time | p50 {_fmt(_get(b, 'grpc_echo_one_at_a_time', 'p50_ms'))} ms, "
+                  f"p99 {_fmt(_get(b, 'grpc_echo_one_at_a_time', 'p99_ms'))} ms |",
+                  f"| raw gRPC echo, 32 in flight | {_fmt(b.get('grpc_echo_saturated_calls_per_s'))} calls/s |",
+                  f"| JetStream publish, one acked at a time | {_fmt(js.get('publish_one_at_a_time_per_s'))} msg/s |",
+                  f"| JetStream publish, pipelined | {_fmt(js.get('publish_pipelined_per_s'))} msg/s |",
+                  f"| JetStream durable pull fetch(256) + ack | {_fmt(js.get('pull_consume_ack_per_s'))} msg/s |",
+                  f"| store transaction (row + outbox row, SQLite WAL) | "
+                  f"{_fmt(_get(b, 'store', 'transactions_per_s'))} tx/s |"]
+    if po:
+        lines += ["", "Per order (from the mesh's own metrics, all services): "
+                  f"{_fmt(po.get('rpcs'))} RPCs, {_fmt(po.get('messages'))} messages handled, "
+                  f"{_fmt(po.get('transactions'))} store transactions.", "",
+                  "| service | RPCs | messages | transactions |", "|---|---|---|---|"]
+        for name, v in (po.get("by_service") or {}).items():
+            lines.append(f"| {name} | {_fmt(v['rpcs'])} | {_fmt(v['messages'])} | {_fmt(v['transactions'])} |")
+    if f:
+        lines += ["", f"Floor: {_fmt(f.get('rpc_ms_per_order'))} ms RPC + {_fmt(f.get('messaging_ms_per_order'))} ms "
+                  f"messaging + {_fmt(f.get('store_ms_per_order'))} ms store = {_fmt(f.get('total_ms_per_order'))} ms "
+                  f"per order → **{_fmt(f.get('floor_orders_per_s'))} orders/s**; mesh "
+                  f"{_fmt(f.get('mesh_orders_per_s'))} orders/s → **ratio {_fmt(f.get('mesh_over_floor'))}**."]
+    t = r.get("throughput")
+    if t:
+        c = r.get("completion") or {}
+        lines += ["", "## 2. End-to-end order-to-ship (submission → INVOICED)", "", "| figure | value |", "|---|---|",
+                  f"| sustained throughput ({_fmt(t['duration_s'] - t['warmup_s'])} s window) | "
+                  f"**{_fmt(t['orders_per_s'])} orders/s** |",
+                  f"| orders submitted / invoiced | {_fmt(t['submitted'])} / {_fmt(t['invoiced'])} |",
+                  f"| submit latency under load p50 / p99 | {_fmt(t['submit_latency']['p50_ms'])} / "
+                  f"{_fmt(t['submit_latency']['p99_ms'])} ms |"]
+        u = r.get("throughput_unbatched")
+        if u:
+            lines.append(f"| the same on a second mesh, one transaction per message (`CROSSDOCK_CONSUMER_TX_BATCH=1`, "
+                         f"{_fmt(u['duration_s'] - u['warmup_s'])} s window) | {_fmt(u['orders_per_s'])} orders/s, "
+                         f"{_fmt(u['per_order']['transactions'])} store transactions per order (batched: "
+                         f"{_fmt(t['per_order']['transactions'])}) |")
+        if c:
+            lines.append(f"| completion latency at {_fmt(c['offered_orders_per_s'])} orders/s p50 / p99 | "
+                         f"{_fmt(c['completion']['p50_ms'])} / {_fmt(c['completion']['p99_ms'])} ms |")
+    bu = r.get("burst")
+    if bu:
+        lines += ["", "## 3. Burst of inventory movements", "", "| figure | value |", "|---|---|",
+                  f"| events ({bu['receipts']} receipts, two at a time) | {_fmt(bu['events'])} |",
+                  f"| WMS committed them all in | {_fmt(bu['wms_commit_s'])} s |",
+                  f"| ERP ledger applied them all in (from the first receipt sent) | **{_fmt(bu['all_applied_s'])} s** |",
+                  f"| ledger freshness lag p50 / p99 | {_fmt(bu['freshness_lag']['p50_ms'])} / "
+                  f"{_fmt(bu['freshness_lag']['p99_ms'])} ms |",
+                  f"| order intake p99 before / during ({_fmt(bu['intake_rate_per_s'])} orders/s) | "
+                  f"{_fmt(bu['intake_before']['p99_ms'])} / {_fmt(bu['intake_during']['p99_ms'])} ms "
+                  f"(×{_fmt(bu['intake_p99_during_over_before'])}) |"]
+    s = r.get("side_by_side")
+    if s:
+        lines += ["", f"## 4. Crossdock vs direct synchronous integration ({_fmt(s['offered_orders_per_s'])} orders/s "
+                  f"each, WMS +{s['wms_added_latency_ms']} ms for {_fmt(s['phases_s']['slowed'])} s)", "",
+                  "| | phase | acceptance p50 | acceptance p99 | accepted/s |", "|---|---|---|---|---|"]
+        for system in ("crossdock", "baseline"):
+            for ph in ("normal", "slowed", "after"):
+                v = s[system][ph]
+                lines.append(f"| {system} | {ph} | {_fmt(v['acceptance']['p50_ms'])} ms | "
+                             f"{_fmt(v['acceptance']['p99_ms'])} ms | {_fmt(v['accepted_per_s'])} |")
+        lines += ["", "| | offered | accepted | completed | completed after the spike | lost | backlog cleared after the spike |",
+                  "|---|---|---|---|---|---|---|"]
+        for system in ("crossdock", "baseline"):
+            v = s[system]["totals"]
+            lines.append(f"| {system} | {_fmt(v['offered'])} | {_fmt(v['accepted'])} | {_fmt(v['completed'])} | "
+                         f"{_fmt(v['completed_after_spike'])} | {_fmt(v['lost'])} | "
+                         f"{_fmt(v['backlog_cleared_s_after_spike'])} s |")
+    lk = r.get("lookups")
+    if lk:
+        lines += ["", "## 5. Lookups (one at a time, interleaved)", "", "| call | p50 | p99 | p99 / echo p99 |",
+                  "|---|---|---|---|"]
+        e99 = lk["echo"]["p99_ms"]
+        for name, v in lk.items():
+            if isinstance(v, dict) and "p50_ms" in v:
+                lines.append(f"| {name.replace('_', ' ')} | {_fmt(v['p50_ms'])} ms | {_fmt(v['p99_ms'])} ms | "
+                             f"{_fmt(round(v['p99_ms'] / e99, 2) if e99 else None)} |")
+        lines.append("| gateway credit check | not exposed by the gateway | | |")
+    rss = _get(r, "throughput", "rss")
+    if rss:
+        lines += ["", "## 6. Peak RSS per service during run 2", "", "| service | peak RSS (sampled) | VmHWM |",
+                  "|---|---|---|"]
+        for name, v in rss.items():
+            lines.append(f"| {name} | {_fmt(v['peak_rss_mb'])} MB | {_fmt(v['vm_hwm_mb'])} MB |")
+    if r.get("drain_s_before"):
+        lines += ["", "Before each scenario the harness waited until every durable consumer had nothing pending "
+                  "(seconds): " + ", ".join(f"{k} {v}" for k, v in r["drain_s_before"].items()) + "."]
+    if r.get("errors"):
+        lines += ["", "## Errors", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def chart(r: dict, path: Path) -> bool:
+    """Acceptance p50/p99 per phase, Crossdock vs the baseline, and mesh vs floor."""
+    s, f = r.get("side_by_side"), r.get("floor")
+    if not s and not f:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if s:
+        ax = axes[0]
+        phases = ["normal", "slowed", "after"]
+        width = 0.2
+        for k, (system, q) in enumerate([(x, y) for x in ("crossdock", "baseline") for y in ("p50_ms", "p99_ms")]):
+            vals = [s[system][ph]["acceptance"][q] or 0 for ph in phases]
+            ax.bar([i + (k - 1.5) * width for i in range(3)], vals, width, label=f"{system} {q[:3]}")
+        ax.set_xticks(range(3), [f"{p}" for p in phases])
+        ax.set_ylabel("order acceptance latency (ms)")
+        ax.set_title(f"WMS +{s['wms_added_latency_ms']} ms during 'slowed'")
+        ax.legend(fontsize=8)
+    if f:
+        ax = axes[1]
+        ax.bar(["floor", "mesh"], [f.get("floor_orders_per_s") or 0, f.get("mesh_orders_per_s") or 0],
+               color=["#999", "#2a7"])
+        ax.set_ylabel("orders/s")
+        ax.set_title(f"end-to-end throughput (ratio {f.get('mesh_over_floor')})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
