@@ -21,7 +21,7 @@ def bootstrap(app: ServiceApp) -> None:
     # ERP's API rate limit (CROSSDOCK_ERP_POSTING_RATE); the rest waits in the stream.
     app.add_consumer("erp-commands", "CMD_ERP", ["cmd.erp.>"], handlers.on_command, rate_limited=True)
     app.add_consumer("erp-wms-events", "WMS", ["wms.inventory.adjusted"], handlers.on_wms_event,
-                     rate_limited=True)
+                     rate_limited=True, batch_handler=handlers.on_wms_events)
     # Replenishment: plan purchases/transfers for WMS requests; deliver them when due.
     app.add_servicer(replenishment_pb2_grpc.add_ReplenishmentServiceServicer_to_server,
                      replenishment.ReplenishmentServicer(app.store), "crossdock.erp.v1.ReplenishmentService")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from services.mesh import metrics
-from services.mesh.bus import Envelope
+from services.mesh.bus import Envelope, NotBatchable
 from services.mesh.store import Tx
 
 from . import service
@@ -30,5 +30,15 @@ async def on_wms_event(env: Envelope, tx: Tx) -> None:
     if env.subject == "wms.inventory.adjusted":
         await service.apply_inventory_movement(tx, env.body, env.id)
         # Freshness of the ledger: the WMS movement (its event time) -> applied here.
+        if (age := metrics.seconds_since(env.time)) is not None:
+            metrics.observe_business("inventory_update_freshness", age)
+
+
+async def on_wms_events(envs: list[Envelope], tx: Tx) -> None:
+    """A batch of inventory movements (a receiving window) applied with set-based statements."""
+    if any(env.subject != "wms.inventory.adjusted" for env in envs):
+        raise NotBatchable
+    await service.apply_inventory_movements(tx, [(env.body, env.id) for env in envs])
+    for env in envs:
         if (age := metrics.seconds_since(env.time)) is not None:
             metrics.observe_business("inventory_update_freshness", age)

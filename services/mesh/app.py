@@ -35,7 +35,7 @@ from tenacity import (
 from crossdock.admin.v1 import admin_pb2_grpc
 
 from . import faults, metrics, telemetry
-from .bus import Bus, Consumer, Handler, OutboxRelay
+from .bus import BatchHandler, Bus, Consumer, Handler, OutboxRelay
 from .config import Settings, load_settings
 from .deadletters import DeadLetterServicer
 from .errors import DownstreamUnavailable
@@ -169,8 +169,9 @@ class ServiceApp:
         self._service_names.append(full_name)
 
     def add_consumer(self, durable: str, stream: str, subjects: list[str], handler: Handler,
-                     *, rate_limited: bool = False) -> None:
-        """A durable consumer; ``rate_limited`` handlers share ``posting_limiter``."""
+                     *, rate_limited: bool = False, batch_handler: BatchHandler | None = None) -> None:
+        """A durable consumer; ``rate_limited`` handlers share ``posting_limiter``; a
+        ``batch_handler`` takes a fetched batch at once (set-based), else ``handler`` one by one."""
         s = self.settings
         self.consumers.append(
             Consumer(
@@ -178,6 +179,7 @@ class ServiceApp:
                 subjects=subjects, handler=handler, max_deliver=s.max_deliver, ack_wait=s.ack_wait,
                 backoff=(s.retry_backoff, s.retry_backoff_max),
                 limiter=self.posting_limiter if rate_limited else None,
+                batch_handler=batch_handler,
             )
         )
 

@@ -49,7 +49,8 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from opentelemetry.trace import SpanKind
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
 from sqlalchemy import delete, select
 
 from . import contracts, faults, metrics, telemetry
@@ -59,6 +60,10 @@ log = structlog.get_logger()
 
 DUPLICATE_WINDOW_S = 30 * 60
 STREAM_MAX_AGE_S = 14 * 24 * 3600
+
+
+class NotBatchable(Exception):
+    """Raised by a batch handler for a batch it does not take: handled one by one instead."""
 
 
 class PermanentError(Exception):
@@ -81,6 +86,8 @@ class Envelope:
 
 
 Handler = Callable[[Envelope, Tx], Awaitable[None]]
+# Many messages of a batch at once (each already claimed): a set-based handler.
+BatchHandler = Callable[[list[Envelope], Tx], Awaitable[None]]
 
 
 def decode(msg: Msg) -> Envelope:
@@ -362,8 +369,10 @@ class Consumer:
         batch: int = 64,
         tx_batch: int | None = None,
         tx_max_s: float | None = None,
+        batch_handler: BatchHandler | None = None,
     ) -> None:
         self.store = store
+        self.batch_handler = batch_handler
         self.bus = bus
         self.durable = durable
         self.stream = stream
@@ -460,8 +469,45 @@ class Consumer:
                 await self._failed(msg, env, exc)
                 continue
             todo.append((msg, env))
+        if self.batch_handler is not None and len(todo) > 1 and await self._handle_at_once(todo):
+            return
         while todo:
             todo = await self._handle_group(todo)
+
+    async def _handle_at_once(self, todo: list[tuple[Msg, Envelope]]) -> bool:
+        """The set-based path: claim every message with one statement and hand the new ones
+        to ``batch_handler`` in one transaction. False (nothing committed) when it fails
+        or declines (NotBatchable): the caller then handles them one by one as usual."""
+        with telemetry.tracer().start_as_current_span(
+            f"{todo[0][0].subject} process batch", kind=SpanKind.CONSUMER,
+            links=[Link(ctx) for msg, _ in todo
+                   if (ctx := trace.get_current_span(telemetry.extract(msg.headers or {})).get_span_context()).is_valid],
+            attributes={"messaging.system": "nats", "messaging.batch.message_count": len(todo),
+                        "messaging.consumer.group.name": self.durable},
+        ):
+            try:
+                async with self.store.transaction() as tx:
+                    claimed = await tx.claim_many(self.durable, [env.id for _, env in todo])
+                    fresh, seen = [], set()
+                    for _, env in todo:
+                        if env.id in claimed and env.id not in seen:
+                            fresh.append(env)
+                            seen.add(env.id)
+                    if fresh:
+                        await self.batch_handler(fresh, tx)
+            except NotBatchable:
+                return False
+            except Exception as exc:  # noqa: BLE001 - nothing committed: one by one instead
+                log.info("consumer.batch_handler_failed", consumer=self.durable, size=len(todo), error=repr(exc))
+                return False
+        for _ in todo:
+            faults.crash_point("after_effect_before_ack")
+        first = set()
+        for msg, env in todo:
+            await msg.ack()
+            self._handled(msg, env, env.id in claimed and env.id not in first)
+            first.add(env.id)
+        return True
 
     async def _handle_group(self, todo: list[tuple[Msg, Envelope]]) -> list[tuple[Msg, Envelope]]:
         """Handle messages from the front of ``todo`` in one transaction; returns the rest."""

@@ -229,6 +229,18 @@ class Tx:
         self.emitted += len(rows)
         return [r["event_id"] for r in rows]
 
+    async def claim_many(self, consumer: str, message_ids: list[str]) -> set[str]:
+        """``claim`` for many messages with one statement per 300: the ids that were new."""
+        dialect = postgresql if self.conn.dialect.name == "postgresql" else sqlite
+        inbox, now, claimed = self.store.inbox, utcnow(), set()
+        ids = list(dict.fromkeys(message_ids))
+        for i in range(0, len(ids), 300):
+            stmt = (dialect.insert(inbox).values([{"consumer": consumer, "message_id": m, "handled_at": now}
+                                                  for m in ids[i:i + 300]])
+                    .on_conflict_do_nothing().returning(inbox.c.message_id))
+            claimed.update((await self.conn.execute(stmt)).scalars())
+        return claimed
+
     async def claim(self, consumer: str, message_id: str) -> bool:
         """Record a message as handled; False when it already was (a redelivery)."""
         return await insert_ignore(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 
 import grpc
@@ -233,6 +234,27 @@ async def test_ledger_follows_wms_and_ignores_stale_movements(erp, nc, db):
     assert db("SELECT sequence, delta, on_hand_after, reason FROM ledger_entries "
               "WHERE sku = 'SKU-1' AND warehouse_id = 'WH-1' ORDER BY id") == [
         (1, 10, 10, "RECEIPT"), (2, -3, 7, "RECEIPT")]
+
+
+async def test_a_burst_of_movements_is_applied_once_each_even_with_a_bad_one_among_them(erp, nc, db):
+    """Many movements arrive together (a receiving window): ERP applies them set-based; a
+    duplicate changes nothing, and one it cannot take falls back to one-by-one handling,
+    which dead-letters only that one."""
+    def moved(sku, seq, after, event_id=None):
+        return publish(nc, "wms.inventory.adjusted", wms_msgs.InventoryAdjusted(
+            sku=sku, warehouse_id="WH-B", delta=1, on_hand_after=after, sequence=seq,
+            reason=wms_msgs.MOVEMENT_REASON_RECEIPT, reference="burst"), event_id=event_id)
+
+    ids = await asyncio.gather(*(moved(f"B-{i % 50}", i // 50 + 1, i // 50 + 1) for i in range(300)))
+    await moved("B-0", 1, 1, event_id=ids[0])  # the same message again
+    bad = await moved("B-BAD", 0, 1)  # sequence 0: refused
+    ids += await asyncio.gather(*(moved(f"B-{i}", 7, 7) for i in range(50)))
+    await eventually(lambda: db(f"SELECT count(*) FROM inbox WHERE message_id IN ({','.join('?' * len(ids))})",
+                                *ids) == [(350,)], what="every movement handled", timeout=60)
+    resp = await erp.ListLedgerPositions(erp_pb2.ListLedgerPositionsRequest(warehouse_id="WH-B", page_size=100))
+    assert {(p.sku, p.on_hand, p.last_sequence) for p in resp.positions} == {(f"B-{i}", 7, 7) for i in range(50)}
+    assert db("SELECT count(*) FROM ledger_entries WHERE warehouse_id = 'WH-B'") == [(350,)]
+    assert db("SELECT count(*) FROM inbox WHERE message_id = ?", bad) == [(0,)]
 
 
 async def test_errors_carry_google_rpc_details(erp):
