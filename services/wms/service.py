@@ -570,16 +570,23 @@ async def _write_off(tx: Tx, warehouse_id: str, sku: str, qty: int, why: str, or
 
 
 async def _raise_exception(tx: Tx, order_id: str, expected: str, kind: str, resume: str,
-                           missing: dict[int, int], detail: str) -> bool:
-    """expected -> EXCEPTION: the missing quantities leave the wave and wait for a decision."""
+                           missing: dict[int, int], detail: str, *, write_off: str = "") -> bool:
+    """expected -> EXCEPTION: the missing quantities leave the wave and wait for a decision.
+
+    With ``write_off`` (the movement's reference prefix) the missing units also
+    leave the books: on-hand and allocation drop (``_write_off``).
+    """
     if not await _advance(tx, order_id, expected, "EXCEPTION", next_step_at=None, exception_kind=kind,
                           exception_detail=detail, exception_at=utcnow(), resume_status=resume):
         return False
+    row = await _fulfilment(tx.conn, order_id)
     lines = await _flines(tx.conn, order_id)
     for x in lines:
         if qty := missing.get(x.line_no, 0):
             await _set_line(tx, order_id, x.line_no, wave_quantity=x.wave - qty,
                             exception_quantity=x.exception + qty)
+            if write_off:
+                await _write_off(tx, row.warehouse_id, x.sku, qty, write_off, order_id)
     short = [(x.sku, missing[x.line_no]) for x in lines if missing.get(x.line_no)]
     await _emit(tx, "wms.fulfilment.exception", order_id, kind=wms_pb2.ExceptionKind.Value(f"EXCEPTION_KIND_{kind}"),
                 lines=_quantities(short), detail=detail)
@@ -610,15 +617,11 @@ async def pick(tx: Tx, order_id: str, delays: Delays, picked: dict[str, int] | N
         return False
     lines = await _flines(tx.conn, order_id)
     if missing := _missing(lines, picked, "picked_lines"):
-        if not await _raise_exception(
-                tx, order_id, "ALLOCATED", "SHORT_PICK", "PICKED", missing,
-                "found less than allocated: " + ", ".join(
-                    f"{x.sku} {x.wave - missing[x.line_no]} of {x.wave}" for x in lines if x.line_no in missing)):
-            return False
-        for x in lines:
-            if qty := missing.get(x.line_no):
-                await _write_off(tx, row.warehouse_id, x.sku, qty, "short-pick", order_id)
-        return True
+        return await _raise_exception(
+            tx, order_id, "ALLOCATED", "SHORT_PICK", "PICKED", missing,
+            "found less than allocated: " + ", ".join(
+                f"{x.sku} {x.wave - missing[x.line_no]} of {x.wave}" for x in lines if x.line_no in missing),
+            write_off="short-pick")
     if not await _advance(tx, order_id, "ALLOCATED", "PICKED", next_step_at=_due_in(delays.pack)):
         return False
     await _emit(tx, "wms.fulfilment.picked", order_id)
@@ -645,15 +648,11 @@ async def pack(tx: Tx, order_id: str, weight_grams: int = 0, damaged: dict[str, 
         found.update({sku: -1 for sku in damaged if sku not in found})
         missing = _missing(lines, found, "damaged_lines")
         if missing:
-            if not await _raise_exception(
-                    tx, order_id, "PICKED", "DAMAGED", "PACKED", missing,
-                    "damaged at packing: " + ", ".join(
-                        f"{x.sku} {missing[x.line_no]}" for x in lines if x.line_no in missing)):
-                return False
-            for x in lines:
-                if qty := missing.get(x.line_no):
-                    await _write_off(tx, row.warehouse_id, x.sku, qty, "damaged", order_id)
-            return True
+            return await _raise_exception(
+                tx, order_id, "PICKED", "DAMAGED", "PACKED", missing,
+                "damaged at packing: " + ", ".join(
+                    f"{x.sku} {missing[x.line_no]}" for x in lines if x.line_no in missing),
+                write_off="damaged")
     weight = await _weight(tx, order_id, weight_grams)
     if not await _advance(tx, order_id, "PICKED", "PACKED", package_weight_grams=weight, next_step_at=None):
         return False
