@@ -28,17 +28,15 @@ async def on_command(env: Envelope, tx: Tx) -> None:
 
 async def on_wms_event(env: Envelope, tx: Tx) -> None:
     if env.subject == "wms.inventory.adjusted":
-        await service.apply_inventory_movement(tx, env.body, env.id)
-        # Freshness of the ledger: the WMS movement (its event time) -> applied here.
-        if (age := metrics.seconds_since(env.time)) is not None:
-            metrics.observe_business("inventory_update_freshness", age)
+        await on_wms_events([env], tx)
 
 
 async def on_wms_events(envs: list[Envelope], tx: Tx) -> None:
-    """A batch of inventory movements (a receiving window) applied with set-based statements."""
+    """Inventory movements (one, or a fetched batch: a receiving window) applied set-based."""
     if any(env.subject != "wms.inventory.adjusted" for env in envs):
         raise NotBatchable
     await service.apply_inventory_movements(tx, [(env.body, env.id) for env in envs])
     for env in envs:
+        # Freshness of the ledger: the WMS movement (its event time) -> applied here.
         if (age := metrics.seconds_since(env.time)) is not None:
             metrics.observe_business("inventory_update_freshness", age)

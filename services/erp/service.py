@@ -516,37 +516,11 @@ async def post_invoice(tx: Tx, cmd: msgs.PostInvoice) -> None:
 
 # ---- inventory ledger ----
 
-async def apply_inventory_movement(tx: Tx, ev: wms_msgs.InventoryAdjusted, event_id: str) -> None:
-    """Follow WMS (the truth): take its on-hand unless the movement is stale."""
-    if not ev.sku or not ev.warehouse_id or ev.sequence < 1:
-        raise PermanentError("InventoryAdjusted needs sku, warehouse_id and a sequence >= 1")
-    conn, now = tx.conn, utcnow()
-    key = (ledger_positions.c.sku == ev.sku, ledger_positions.c.warehouse_id == ev.warehouse_id)
-    await insert_ignore(conn, ledger_positions, dict(sku=ev.sku, warehouse_id=ev.warehouse_id,
-                                                     on_hand=0, last_sequence=0, updated_at=now))
-    position = (await conn.execute(select(ledger_positions).where(*key).with_for_update())).one()
-    check = domain.check_sequence(position.last_sequence, ev.sequence)
-    movement = dict(sku=ev.sku, warehouse_id=ev.warehouse_id, sequence=ev.sequence)
-    if check.stale:
-        log.info("ledger.stale_movement_ignored", last_sequence=position.last_sequence, **movement)
-        return
-    if check.missing:
-        log.warning("ledger.sequence_gap", missing_from=check.missing[0],
-                    missing_to=check.missing[1], **movement)
-    await conn.execute(update(ledger_positions).where(*key).values(
-        on_hand=ev.on_hand_after, last_sequence=ev.sequence, updated_at=now))
-    reason = wms_msgs.MovementReason.DESCRIPTOR.values_by_number.get(ev.reason)
-    await conn.execute(ledger_entries.insert().values(
-        delta=ev.delta, on_hand_after=ev.on_hand_after,
-        reason=reason.name.removeprefix("MOVEMENT_REASON_") if reason else str(ev.reason),
-        reference=ev.reference, event_id=event_id, applied_at=now, **movement))
-
-
 async def apply_inventory_movements(tx: Tx, moves: list[tuple[wms_msgs.InventoryAdjusted, str]]) -> None:
-    """``apply_inventory_movement`` for many movements at once (a burst): a handful of statements.
+    """Follow WMS (the truth) for many movements at once (a burst): a handful of statements.
 
     Movements of one position are applied in sequence order; a stale one is
-    ignored and a gap logged, exactly as one at a time.
+    ignored and a gap logged.
     """
     for ev, _ in moves:
         if not ev.sku or not ev.warehouse_id or ev.sequence < 1:

@@ -179,6 +179,7 @@ class ServiceApp:
                 subjects=subjects, handler=handler, max_deliver=s.max_deliver, ack_wait=s.ack_wait,
                 backoff=(s.retry_backoff, s.retry_backoff_max),
                 limiter=self.posting_limiter if rate_limited else None,
+                tx_batch=s.consumer_tx_batch, tx_max_s=s.consumer_tx_max_ms / 1000,
                 batch_handler=batch_handler,
             )
         )

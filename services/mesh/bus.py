@@ -266,14 +266,18 @@ class OutboxRelay:
         if self._deleter is None or self._deleter.done():
             self._deleter = asyncio.create_task(self._delete_published(), name="outbox-delete")
 
-    async def _delete_published(self) -> None:
+    async def _delete(self, ids: list[str]) -> None:
+        """Delete published rows by event id, in one transaction."""
         outbox = self.store.outbox
+        async with self.store.transaction() as tx:
+            for i in range(0, len(ids), 500):
+                await tx.conn.execute(delete(outbox).where(outbox.c.event_id.in_(ids[i:i + 500])))
+
+    async def _delete_published(self) -> None:
         while self._published:
             ids = list(self._published)
             try:
-                async with self.store.transaction() as tx:
-                    for i in range(0, len(ids), 500):
-                        await tx.conn.execute(delete(outbox).where(outbox.c.event_id.in_(ids[i:i + 500])))
+                await self._delete(ids)
             except Exception as exc:  # noqa: BLE001 - kept; deleted by a later attempt
                 log.warning("outbox.delete_failed", error=str(exc))
                 await asyncio.sleep(0.5)
@@ -289,9 +293,7 @@ class OutboxRelay:
         outbox = self.store.outbox
         if self._published and self.store.dialect != "postgresql":
             ids = list(self._published)
-            async with self.store.transaction() as tx:
-                for i in range(0, len(ids), 500):
-                    await tx.conn.execute(delete(outbox).where(outbox.c.event_id.in_(ids[i:i + 500])))
+            await self._delete(ids)
             self._published.difference_update(ids)
         # Rows are deleted by event id, never by id: SQLite reuses the id of a
         # deleted last row, and a replica's relay may delete a row that another
@@ -313,8 +315,7 @@ class OutboxRelay:
             rows = (await conn.execute(query)).all()
         await self._publish(rows)
         if rows:
-            async with self.store.transaction() as tx:
-                await tx.conn.execute(delete(outbox).where(outbox.c.event_id.in_([r.event_id for r in rows])))
+            await self._delete([r.event_id for r in rows])
         return len(rows)
 
     async def _publish(self, rows) -> None:
@@ -367,8 +368,8 @@ class Consumer:
         backoff: tuple[float, float] = (0.5, 30.0),
         limiter: AsyncLimiter | None = None,
         batch: int = 64,
-        tx_batch: int | None = None,
-        tx_max_s: float | None = None,
+        tx_batch: int = 64,
+        tx_max_s: float = 0.05,
         batch_handler: BatchHandler | None = None,
     ) -> None:
         self.store = store
@@ -383,12 +384,6 @@ class Consumer:
         self.backoff = backoff
         self.limiter = limiter
         self.batch = batch
-        if tx_batch is None or tx_max_s is None:
-            from .config import load_settings
-
-            settings = load_settings()
-            tx_batch = settings.consumer_tx_batch if tx_batch is None else tx_batch
-            tx_max_s = settings.consumer_tx_max_ms / 1000 if tx_max_s is None else tx_max_s
         self.tx_batch = tx_batch
         self.tx_max_s = tx_max_s
         self._stopping = False

@@ -47,7 +47,7 @@ CONSUMER_REDELIVERED = Gauge(
     "crossdock_consumer_redelivered_messages", "Messages being redelivered", ["stream", "consumer"])
 BUSINESS_EXCEPTIONS = Counter(
     "crossdock_business_exceptions", "Business exceptions: credit_rejected, shortage_backordered, "
-    "shortage_cancelled, booking_failed", ["kind"])
+    "shortage_cancelled, short_pick, damaged, stock_discrepancy, carrier_failed", ["kind"])
 ORDERS_FINISHED = Counter(
     "crossdock_orders_finished", "Orders that reached a final status (INVOICED, REJECTED, CANCELLED)", ["status"])
 

@@ -188,6 +188,22 @@ class Tx:
         ``key`` names the aggregate (``ce-subject``); ``event_id`` defaults to a
         new UUID and becomes both ``ce-id`` and ``Nats-Msg-Id``.
         """
+        row = self._outbox_row(subject, message, key, event_id)
+        await self.conn.execute(self.store.outbox.insert().values(**row))
+        self.emitted += 1
+        return row["event_id"]
+
+    async def emit_many(self, events: list[tuple[str, Message, str]]) -> list[str]:
+        """Queue several events, ``(subject, message, key)`` each, in one multi-row INSERT
+        (a bulk change such as a receipt of many lines); their ids, in order."""
+        rows = [self._outbox_row(subject, message, key) for subject, message, key in events]
+        if rows:
+            await self.conn.execute(self.store.outbox.insert(), rows)
+        self.emitted += len(rows)
+        return [r["event_id"] for r in rows]
+
+    def _outbox_row(self, subject: str, message: Message, key: str, event_id: str | None = None) -> dict:
+        """The outbox row of one message (checked against the contract), under its PRODUCER span."""
         expected = contracts.message_type(subject)
         if not isinstance(message, expected):
             raise TypeError(
@@ -198,36 +214,8 @@ class Tx:
         # The message's PRODUCER span: the consumer's span is its child.
         with telemetry.producer_span(subject, event_id):
             headers = build_headers(message, source=self.store.service, event_id=event_id, key=key)
-        await self.conn.execute(
-            self.store.outbox.insert().values(
-                event_id=event_id,
-                subject=subject,
-                headers=json.dumps(headers),
-                payload=message.SerializeToString(),
-                created_at=utcnow(),
-            )
-        )
-        self.emitted += 1
-        return event_id
-
-    async def emit_many(self, events: list[tuple[str, Message, str]]) -> list[str]:
-        """Queue several events, ``(subject, message, key)`` each, in one multi-row INSERT
-        (a bulk change such as a receipt of many lines); their ids, in order."""
-        rows = []
-        for subject, message, key in events:
-            expected = contracts.message_type(subject)
-            if not isinstance(message, expected):
-                raise TypeError(f"{subject} carries {contracts.type_name(expected)}, "
-                                f"not {contracts.type_name(message)}")
-            event_id = str(uuid.uuid4())
-            with telemetry.producer_span(subject, event_id):
-                headers = build_headers(message, source=self.store.service, event_id=event_id, key=key)
-            rows.append({"event_id": event_id, "subject": subject, "headers": json.dumps(headers),
-                         "payload": message.SerializeToString(), "created_at": utcnow()})
-        if rows:
-            await self.conn.execute(self.store.outbox.insert(), rows)
-        self.emitted += len(rows)
-        return [r["event_id"] for r in rows]
+        return {"event_id": event_id, "subject": subject, "headers": json.dumps(headers),
+                "payload": message.SerializeToString(), "created_at": utcnow()}
 
     async def claim_many(self, consumer: str, message_ids: list[str]) -> set[str]:
         """``claim`` for many messages with one statement per 300: the ids that were new."""

@@ -15,7 +15,7 @@ from datetime import datetime
 
 import grpc
 from google.protobuf.message import Message
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -356,7 +356,9 @@ async def replicate_item(tx: Tx, item: erp_pb2.Item) -> None:
 
 async def exception_policy_for(conn: AsyncConnection, customer_id: str, channel: str, default: str) -> str:
     """The customer's own policy, else the channel's, else the stored default, else ``default``."""
-    rows = {(r.scope, r.key): r.policy for r in (await conn.execute(select(exception_policies))).all()}
+    wanted = [("customer", customer_id), ("channel", channel), ("default", "")]
+    rows = {(r.scope, r.key): r.policy for r in (await conn.execute(select(exception_policies).where(
+        tuple_(exception_policies.c.scope, exception_policies.c.key).in_(wanted)))).all()}
     return (rows.get(("customer", customer_id)) or (channel and rows.get(("channel", channel)))
             or rows.get(("default", "")) or default)
 
@@ -498,9 +500,10 @@ async def _record(tx: Tx, row, decision: workflow.Decision) -> None:
             .values(cancelled_quantity=order_lines.c.cancelled_quantity + qty))
 
 
-# Business exceptions, by the fact that causes them.
+# Business exceptions, by the fact that causes them (warehouse exceptions and
+# carrier failures are counted where they are recorded, by kind: _record).
 EXCEPTIONS = {"erp.salesorder.rejected": "credit_rejected", "wms.fulfilment.backordered": "shortage_backordered",
-              "wms.fulfilment.rejected": "shortage_cancelled", "tms.shipment.booking_failed": "booking_failed"}
+              "wms.fulfilment.rejected": "shortage_cancelled"}
 
 
 def _observe(row, status: str, subject: str, event_time: datetime | None) -> None:

@@ -183,62 +183,42 @@ async def _available(conn: AsyncConnection, warehouse_id: str, skus) -> dict[str
 async def _move(tx: Tx, warehouse_id: str, sku: str, delta: int, reason: int, reference: str,
                 *, allocated_delta: int = 0) -> None:
     """Change on-hand stock (and the allocation a shipment consumes) and publish the movement."""
-    await insert_ignore(tx.conn, stock, {"sku": sku, "warehouse_id": warehouse_id,
-                                         "on_hand": 0, "allocated": 0, "sequence": 0})
-    key = _stock_key(warehouse_id, sku)
-    await tx.conn.execute(update(stock).where(key).values(
-        on_hand=stock.c.on_hand + delta, allocated=stock.c.allocated + allocated_delta,
-        sequence=stock.c.sequence + 1))
-    row = (await tx.conn.execute(select(stock).where(key))).one()
-    event_id = await tx.emit(
-        "wms.inventory.adjusted",
-        events.InventoryAdjusted(sku=sku, warehouse_id=warehouse_id, delta=delta,
-                                 on_hand_after=row.on_hand, sequence=row.sequence,
-                                 reason=reason, reference=reference),
-        key=f"{warehouse_id}/{sku}",
-    )
-    await tx.conn.execute(stock_movements.insert().values(
-        warehouse_id=warehouse_id, sku=sku, sequence=row.sequence, delta=delta,
-        on_hand_after=row.on_hand, reason=events.MovementReason.Name(reason).removeprefix("MOVEMENT_REASON_"),
-        reference=reference[:100], event_id=event_id, at=utcnow()))
-    await replenishment.check_positions(tx, warehouse_id, [sku])
+    await _move_many(tx, warehouse_id, [(sku, delta)], reason, reference, allocated_deltas={sku: allocated_delta})
 
 
-async def _move_many(tx: Tx, warehouse_id: str, moves: list[domain.Line], reason: int, reference: str) -> None:
-    """``_move`` for many SKUs at once (distinct SKUs): a handful of statements whatever their number.
-
-    Same rows, same events, same movement history as one ``_move`` per SKU.
-    """
+async def _move_many(tx: Tx, warehouse_id: str, moves: list[domain.Line], reason: int, reference: str,
+                     *, allocated_deltas: dict[str, int] | None = None) -> None:
+    """Change on-hand stock of distinct SKUs (and the allocations a shipment consumes) and publish
+    one movement each: a handful of statements however many SKUs (a receipt of many lines)."""
     skus = [sku for sku, _ in moves]
+    allocated_deltas = allocated_deltas or {}
     dialect = postgresql if tx.conn.dialect.name == "postgresql" else sqlite
     await tx.conn.execute(dialect.insert(stock).on_conflict_do_nothing(), [
         {"sku": sku, "warehouse_id": warehouse_id, "on_hand": 0, "allocated": 0, "sequence": 0} for sku in skus])
     current = {r.sku: r for r in (await tx.conn.execute(
-        select(stock.c.sku, stock.c.on_hand, stock.c.sequence)
+        select(stock.c.sku, stock.c.on_hand, stock.c.allocated, stock.c.sequence)
         .where(stock.c.warehouse_id == warehouse_id, stock.c.sku.in_(skus))
         .order_by(stock.c.sku).with_for_update())).all()}
-    after = {sku: (current[sku].on_hand + delta, current[sku].sequence + 1) for sku, delta in moves}
+    after = {sku: (current[sku].on_hand + delta, current[sku].allocated + allocated_deltas.get(sku, 0),
+                   current[sku].sequence + 1) for sku, delta in moves}
     await tx.conn.execute(
         update(stock).where(stock.c.warehouse_id == bindparam("w"), stock.c.sku == bindparam("s"))
-        .values(on_hand=bindparam("on_hand_after"), sequence=bindparam("sequence_after")),
-        [{"w": warehouse_id, "s": sku, "on_hand_after": after[sku][0], "sequence_after": after[sku][1]}
-         for sku in skus])
+        .values(on_hand=bindparam("on_hand_after"), allocated=bindparam("allocated_after"),
+                sequence=bindparam("sequence_after")),
+        [{"w": warehouse_id, "s": sku, "on_hand_after": after[sku][0], "allocated_after": after[sku][1],
+          "sequence_after": after[sku][2]} for sku in skus])
     event_ids = await tx.emit_many([
         ("wms.inventory.adjusted", events.InventoryAdjusted(
             sku=sku, warehouse_id=warehouse_id, delta=delta, on_hand_after=after[sku][0],
-            sequence=after[sku][1], reason=reason, reference=reference), f"{warehouse_id}/{sku}")
+            sequence=after[sku][2], reason=reason, reference=reference), f"{warehouse_id}/{sku}")
         for sku, delta in moves])
     now = utcnow()
     reason_name = events.MovementReason.Name(reason).removeprefix("MOVEMENT_REASON_")
     await tx.conn.execute(stock_movements.insert(), [
-        dict(warehouse_id=warehouse_id, sku=sku, sequence=after[sku][1], delta=delta,
+        dict(warehouse_id=warehouse_id, sku=sku, sequence=after[sku][2], delta=delta,
              on_hand_after=after[sku][0], reason=reason_name, reference=reference[:100], event_id=event_id, at=now)
         for (sku, delta), event_id in zip(moves, event_ids, strict=True)])
     await replenishment.check_positions(tx, warehouse_id, skus)
-
-
-# A receipt of more lines than this is booked with bulk statements (_move_many).
-BULK_MOVES = 20
 
 
 async def receive_stock(tx: Tx, req: wms_pb2.ReceiveStockRequest, delays: Delays) -> list[wms_pb2.InventoryPosition]:
@@ -258,11 +238,7 @@ async def receive_stock(tx: Tx, req: wms_pb2.ReceiveStockRequest, delays: Delays
     if await insert_ignore(tx.conn, receipts, {"receipt_id": req.receipt_id,
                                                "warehouse_id": req.warehouse_id,
                                                "received_at": utcnow()}):
-        if len(lines) > BULK_MOVES:
-            await _move_many(tx, req.warehouse_id, lines, events.MOVEMENT_REASON_RECEIPT, req.receipt_id)
-        else:
-            for sku, qty in lines:
-                await _move(tx, req.warehouse_id, sku, qty, events.MOVEMENT_REASON_RECEIPT, req.receipt_id)
+        await _move_many(tx, req.warehouse_id, lines, events.MOVEMENT_REASON_RECEIPT, req.receipt_id)
         await allocate_backorders(tx, req.warehouse_id, delays)
     return await get_availability(tx.conn, [sku for sku, _ in lines], req.warehouse_id)
 
@@ -772,7 +748,7 @@ async def assign_shipment(tx: Tx, cmd: events.AssignShipment, delays: Delays) ->
         raise NotReady(f"fulfilment order {cmd.order_id!r} is {row.status}, not packed yet")
 
 
-async def ship(tx: Tx, order_id: str, delays: Delays | None = None) -> bool:
+async def ship(tx: Tx, order_id: str, delays: Delays) -> bool:
     """LABELLED -> SHIPPED: the wave's stock leaves (on-hand and allocation drop, one movement per line).
 
     When quantities are still open (a short pick shipped partially) the
@@ -796,7 +772,7 @@ async def ship(tx: Tx, order_id: str, delays: Delays | None = None) -> bool:
         await _advance(tx, order_id, "SHIPPED", "BACKORDERED", wave=row.wave + 1, shipment_id="", carrier_id="",
                        tracking_number="", package_weight_grams=0)
         await _emit(tx, "wms.fulfilment.backordered", order_id, shortages=_quantities(remaining))
-        if not await allocate(tx, order_id, delays or Delays(0, 0, 0)):
+        if not await allocate(tx, order_id, delays):
             await replenishment.check_positions(tx, row.warehouse_id, [sku for sku, _ in remaining])
     return True
 
@@ -887,6 +863,6 @@ async def confirm_pack(tx: Tx, order_id: str, weight_grams: int, damaged_lines=(
     return await _confirmed(tx, order_id, advanced, "PICKED", "FULFILMENT_NOT_PICKED")
 
 
-async def confirm_ship(tx: Tx, order_id: str, delays: Delays | None = None) -> wms_pb2.FulfilmentOrder:
+async def confirm_ship(tx: Tx, order_id: str, delays: Delays) -> wms_pb2.FulfilmentOrder:
     advanced = await ship(tx, order_id, delays)
     return await _confirmed(tx, order_id, advanced, "LABELLED", "NO_SHIPMENT_ASSIGNED")

@@ -123,7 +123,7 @@ async def test_a_receipt_of_many_lines_books_the_same_movements_in_bulk(wms, eve
     stub = await wms()
     log = await events(["wms.inventory.adjusted"])
     await receive(stub, "R-SMALL", **{"SKU-0": 1})
-    many = {f"SKU-{i}": i + 1 for i in range(60)}  # more than service.BULK_MOVES
+    many = {f"SKU-{i}": i + 1 for i in range(60)}  # booked with bulk statements
     resp = await receive(stub, "R-BIG", **many)
     assert {p.sku: (p.on_hand, p.sequence) for p in resp.positions} == {
         sku: (qty + (sku == "SKU-0"), 1 + (sku == "SKU-0")) for sku, qty in many.items()}
