@@ -48,8 +48,8 @@ test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
 	$(VENV)/bin/ruff check services tests bench
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
-test-unit: $(GEN) ## unit tests only (no I/O)
-	$(VENV)/bin/pytest -q tests/unit
+test-unit: $(GEN) ## the fast tiers: unit (no I/O) and use cases (in-process, real SQLite), seconds
+	$(VENV)/bin/pytest -q tests/unit tests/usecases
 
 clean: ## remove the venv, generated code and local data
 	rm -rf $(VENV) gen .data
