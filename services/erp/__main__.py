@@ -19,15 +19,13 @@ def bootstrap(app: ServiceApp) -> None:
                      "crossdock.erp.v1.ErpService")
     # Postings into ERP (sales orders, invoices, ledger updates) respect the
     # ERP's API rate limit (CROSSDOCK_ERP_POSTING_RATE); the rest waits in the stream.
-    app.add_consumer("erp-commands", "CMD_ERP", ["cmd.erp.>"], handlers.on_command, rate_limited=True)
-    app.add_consumer("erp-wms-events", "WMS", ["wms.inventory.adjusted"], handlers.on_wms_event,
-                     rate_limited=True, batch_handler=handlers.on_wms_events)
+    app.add_consumer("erp-commands", handlers.COMMANDS, rate_limited=True)
+    app.add_consumer("erp-wms-events", handlers.WMS_EVENTS, rate_limited=True,
+                     batch_handler=handlers.on_inventory_movements)
     # Replenishment: plan purchases/transfers for WMS requests; deliver them when due.
     app.add_servicer(replenishment_pb2_grpc.add_ReplenishmentServiceServicer_to_server,
                      replenishment.ReplenishmentServicer(app.store), "crossdock.erp.v1.ReplenishmentService")
-    app.add_consumer("erp-replenishment", "WMS", ["wms.replenishment.requested", "wms.stock.received",
-                                                  "wms.stock.transferred_out", "wms.stock.transfer_refused"],
-                     replenishment.on_wms_event(app.settings))
+    app.add_consumer("erp-replenishment", handlers.replenishment_events(app.settings))
     app.add_loop(replenishment.delivery_loop(app.store, app.settings))
 
 

@@ -42,7 +42,7 @@ from crossdock.common.v1.common_pb2 import SkuQuantity
 from crossdock.erp.v1 import replenishment_pb2 as pb
 from crossdock.erp.v1 import replenishment_pb2_grpc
 from crossdock.wms.v1 import replenishment_pb2 as wms_repl
-from services.mesh.bus import Envelope, Handler, PermanentError
+from services.mesh.bus import PermanentError
 from services.mesh.config import Settings
 from services.mesh.errors import InvalidArgument, NotFound
 from services.mesh.paging import keyset_page
@@ -253,20 +253,6 @@ async def received(tx: Tx, ev: wms_repl.StockReceived) -> None:
     await tx.conn.execute(update(replenishments).where(
         r.replenishment_id == ev.receipt_id, r.status != "RECEIVED").values(
         status="RECEIVED", received_at=utcnow(), updated_at=utcnow()))
-
-
-def on_wms_event(settings: Settings) -> Handler:
-    async def on_replenishment_event(env: Envelope, tx: Tx) -> None:
-        if env.subject == "wms.replenishment.requested":
-            await plan(tx, env.body, settings)
-        elif env.subject == "wms.stock.transferred_out":
-            await transfer_issued(tx, env.body, settings)
-        elif env.subject == "wms.stock.transfer_refused":
-            await transfer_refused(tx, env.body, settings)
-        elif env.subject == "wms.stock.received":
-            await received(tx, env.body)
-
-    return on_replenishment_event
 
 
 # ---- the simulated supplier and carrier ----

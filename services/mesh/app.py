@@ -34,8 +34,8 @@ from tenacity import (
 
 from crossdock.admin.v1 import admin_pb2_grpc
 
-from . import faults, metrics, telemetry
-from .bus import BatchHandler, Bus, Consumer, Handler, OutboxRelay
+from . import contracts, faults, metrics, telemetry
+from .bus import BatchHandler, Bus, Consumer, Handlers, OutboxRelay
 from .config import Settings, load_settings
 from .deadletters import DeadLetterServicer
 from .errors import DownstreamUnavailable
@@ -137,6 +137,16 @@ class Clients:
             await channel.close()
 
 
+def check_dispatch(durable: str, handlers: Handlers) -> None:
+    """A dispatch table must name exactly the contract's subjects routed to its consumer."""
+    routed, handled = set(contracts.routed_subjects(durable)), set(handlers)
+    if routed != handled:
+        raise ValueError(
+            f"consumer {durable}: no handler for {sorted(routed - handled) or 'none'}; "
+            f"handlers for subjects it does not receive: {sorted(handled - routed) or 'none'} "
+            "(services/mesh/contracts.py SUBSCRIPTIONS)")
+
+
 class ServiceApp:
     def __init__(self, name: str, settings: Settings, metadata: MetaData) -> None:
         self.name = name
@@ -168,16 +178,22 @@ class ServiceApp:
         add_to_server(servicer, self.server)
         self._service_names.append(full_name)
 
-    def add_consumer(self, durable: str, stream: str, subjects: list[str], handler: Handler,
-                     *, rate_limited: bool = False, batch_handler: BatchHandler | None = None) -> None:
-        """A durable consumer; ``rate_limited`` handlers share ``posting_limiter``; a
-        ``batch_handler`` takes a fetched batch at once (set-based), else ``handler`` one by one."""
+    def add_consumer(self, durable: str, handlers: Handlers, *, rate_limited: bool = False,
+                     batch_handler: BatchHandler | None = None) -> None:
+        """The durable consumer ``durable`` of ``contracts.SUBSCRIPTIONS`` (its stream and
+        subjects come from there) with its dispatch table, which must handle exactly the
+        subjects routed to it. ``rate_limited`` handlers share ``posting_limiter``; a
+        ``batch_handler`` takes a fetched batch at once (set-based), else one by one."""
+        subscription = contracts.SUBSCRIPTIONS[durable]
+        if subscription.service != self.name:
+            raise ValueError(f"consumer {durable} belongs to {subscription.service}, not {self.name}")
+        check_dispatch(durable, handlers)
         s = self.settings
         self.consumers.append(
             Consumer(
-                store=self.store, bus=self.bus, durable=durable, stream=stream,
-                subjects=subjects, handler=handler, max_deliver=s.max_deliver, ack_wait=s.ack_wait,
-                backoff=(s.retry_backoff, s.retry_backoff_max),
+                store=self.store, bus=self.bus, durable=durable, stream=subscription.stream,
+                subjects=list(subscription.filters), handlers=handlers, max_deliver=s.max_deliver,
+                ack_wait=s.ack_wait, backoff=(s.retry_backoff, s.retry_backoff_max),
                 limiter=self.posting_limiter if rate_limited else None,
                 tx_batch=s.consumer_tx_batch, tx_max_s=s.consumer_tx_max_ms / 1000,
                 batch_handler=batch_handler,

@@ -29,9 +29,10 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import nats
 import nats.errors
@@ -86,6 +87,19 @@ class Envelope:
 
 
 Handler = Callable[[Envelope, Tx], Awaitable[None]]
+# A consumer's dispatch table: subject -> its handler. A subject with no
+# entry is refused (dead-lettered with the reason), never acked unhandled.
+Handlers = Mapping[str, Handler]
+
+
+def body_to(use_case: Callable[[Tx, Any], Awaitable[object]]) -> Handler:
+    """A handler that hands the message body to a use case, ``use_case(tx, body)``."""
+    async def handle(env: Envelope, tx: Tx) -> None:
+        await use_case(tx, env.body)
+    handle.__name__ = handle.__qualname__ = getattr(use_case, "__name__", "handle")
+    return handle
+
+
 # Many messages of a batch at once (each already claimed): a set-based handler.
 BatchHandler = Callable[[list[Envelope], Tx], Awaitable[None]]
 
@@ -362,7 +376,7 @@ class Consumer:
         durable: str,
         stream: str,
         subjects: list[str],
-        handler: Handler,
+        handlers: Handlers,
         max_deliver: int,
         ack_wait: float,
         backoff: tuple[float, float] = (0.5, 30.0),
@@ -378,7 +392,7 @@ class Consumer:
         self.durable = durable
         self.stream = stream
         self.subjects = subjects
-        self.handler = handler
+        self.handlers = handlers
         self.max_deliver = max_deliver
         self.ack_wait = ack_wait
         self.backoff = backoff
@@ -525,7 +539,7 @@ class Consumer:
                         try:
                             claimed = await tx.claim(self.durable, env.id)
                             if claimed:
-                                await self.handler(env, tx)
+                                await self.handler_for(env)(env, tx)
                         except Exception as exc:  # noqa: BLE001 - only this message is rolled back
                             await tx.conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {savepoint}")
                             failed.append((msg, env, exc))
@@ -562,6 +576,14 @@ class Consumer:
         except Exception:  # noqa: BLE001 - the ack wait will redeliver it
             pass
 
+    def handler_for(self, env: Envelope) -> Handler:
+        """The dispatch table's handler of the message's subject; a subject with none is a
+        permanent error (its claim rolls back with it, so a replay after a fix is handled)."""
+        try:
+            return self.handlers[env.subject]
+        except KeyError:
+            raise PermanentError(f"consumer {self.durable} has no handler for {env.subject}") from None
+
     def _span(self, msg: Msg, env: Envelope):
         return telemetry.tracer().start_as_current_span(
             f"{msg.subject} process",
@@ -594,7 +616,7 @@ class Consumer:
                 async with self.store.transaction() as tx:
                     claimed = await tx.claim(self.durable, env.id)
                     if claimed:
-                        await self.handler(env, tx)
+                        await self.handler_for(env)(env, tx)
                 faults.crash_point("after_effect_before_ack")
                 await msg.ack()
                 self._handled(msg, env, claimed)

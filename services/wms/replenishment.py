@@ -42,7 +42,7 @@ from crossdock.erp.v1 import replenishment_pb2 as erp_repl
 from crossdock.wms.v1 import messages_pb2 as events
 from crossdock.wms.v1 import replenishment_pb2 as repl
 from crossdock.wms.v1 import wms_pb2
-from services.mesh.bus import Envelope, PermanentError
+from services.mesh.bus import PermanentError
 from services.mesh.errors import DomainError
 from services.mesh.store import Tx, insert_ignore, utcnow
 
@@ -154,10 +154,6 @@ async def replicate_reorder_point(tx: Tx, point: erp_repl.ReorderPoint) -> None:
     await check_positions(tx, point.warehouse_id, [point.sku])
 
 
-async def on_reorder_point(env: Envelope, tx: Tx) -> None:
-    await replicate_reorder_point(tx, env.body.reorder_point)
-
-
 # ---- stock commands (cmd.wms.stock.*) ----
 
 
@@ -225,11 +221,3 @@ async def transfer_out(tx: Tx, cmd: repl.TransferStockOut) -> None:
     await tx.conn.execute(update(stock_transfers).where(
         stock_transfers.c.transfer_id == cmd.transfer_id).values(status="ISSUED"))
     await tx.emit("wms.stock.transferred_out", repl.StockTransferredOut(**fields), key=cmd.transfer_id)
-
-
-async def on_stock_command(env: Envelope, tx: Tx, delays: service.Delays) -> None:
-    if env.subject == "cmd.wms.stock.receive":
-        await receive(tx, env.body, delays)
-    elif env.subject == "cmd.wms.stock.transfer_out":
-        await transfer_out(tx, env.body)
-

@@ -11,7 +11,7 @@ from collections import Counter
 
 import nats
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from crossdock.tms.v1 import messages_pb2 as tms_msgs
 from services.mesh.bus import Bus, Consumer, OutboxRelay
@@ -64,10 +64,11 @@ class Recorder:
         self.effects[oid] += 1
 
 
-def consumer(store, bus, handler, *, max_deliver=3, ack_wait=5.0, durable=None) -> Consumer:
+def consumer(store, bus, handler, *, max_deliver=3, ack_wait=5.0, durable=None,
+             subjects=(SUBJECT,)) -> Consumer:
     return Consumer(store=store, bus=bus, durable=durable or f"test-{uuid.uuid4().hex[:8]}", stream="TMS",
-                    subjects=[SUBJECT], handler=handler, max_deliver=max_deliver, ack_wait=ack_wait,
-                    backoff=(0.05, 0.2))
+                    subjects=list(subjects), handlers={SUBJECT: handler}, max_deliver=max_deliver,
+                    ack_wait=ack_wait, backoff=(0.05, 0.2))
 
 
 async def running(c: Consumer):
@@ -102,6 +103,32 @@ async def test_poison_message_is_tried_max_deliver_times_then_dead_lettered_whil
     body = tms_msgs.ShipmentBookingFailed()
     body.ParseFromString(raw.data)
     assert body.order_id == "POISON"
+
+
+async def test_a_subject_with_no_handler_is_dead_lettered_with_the_reason_not_acked_unhandled(
+        store, bus, nc):
+    """A message on a subject the consumer's dispatch table does not name is a
+    permanent error: parked with the reason at once, its inbox claim rolled back
+    (so a replay after the fix is handled), and the messages around it flow."""
+    rec = Recorder()
+    other = "tms.shipment.dispatched"
+    c = consumer(store, bus, rec, subjects=(SUBJECT, other))
+    task = await running(c)
+    await publish(nc, SUBJECT, failed("BEFORE"))
+    orphan_id = await publish(nc, other, tms_msgs.ShipmentDispatched())
+    await publish(nc, SUBJECT, failed("AFTER"))
+    await eventually(lambda: rec.effects["BEFORE"] == 1 and rec.effects["AFTER"] == 1, what="neighbours")
+    dlq = DeadLetters(bus)
+    (raw,) = await eventually(lambda: _letters(dlq, c.durable), what="orphan dead-lettered")
+    await stop(c, task)
+    h = raw.headers
+    assert h["crossdock-dlq-subject"] == other and h["crossdock-dlq-permanent"] == "true"
+    assert h["ce-id"] == orphan_id
+    assert f"no handler for {other}" in h["crossdock-dlq-reason"]
+    async with store.read() as conn:
+        claimed = (await conn.execute(select(store.inbox.c.message_id).where(
+            store.inbox.c.consumer == c.durable))).scalars().all()
+    assert orphan_id not in claimed and len(claimed) == 2
 
 
 async def _letters(dlq: DeadLetters, durable: str):
@@ -392,7 +419,7 @@ async def test_a_batch_whose_transaction_ran_out_of_time_commits_and_goes_on_in_
     for oid in ids:
         await publish(nc, SUBJECT, failed(oid))
     c = Consumer(store=store, bus=bus, durable=f"test-{uuid.uuid4().hex[:8]}", stream="TMS", subjects=[SUBJECT],
-                 handler=rec, max_deliver=3, ack_wait=5.0, backoff=(0.05, 0.2), tx_max_s=1e-9)
+                 handlers={SUBJECT: rec}, max_deliver=3, ack_wait=5.0, backoff=(0.05, 0.2), tx_max_s=1e-9)
     before = STORE_TRANSACTIONS._value.get()
     task = await running(c)
     await eventually(lambda: all(rec.effects[oid] == 1 for oid in ids), what="every message")
