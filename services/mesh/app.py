@@ -211,8 +211,8 @@ class ServiceApp:
         s = self.settings
         # /metrics from the start: not ready (crossdock_service_ready 0) while it
         # migrates and waits for NATS is what an operator must be able to see.
-        metrics.service_ready(self.name, False)
-        metrics.nats_connected(self.name, False)
+        metrics.service_ready(False)
+        metrics.nats_connected(False)
         metrics.serve(self.name, s)
         await self.store.migrate(migrations_dir)
         # A broker that is down or restarting delays the start; it does not fail it.
@@ -246,12 +246,12 @@ class ServiceApp:
                                          name="metrics-poller"))
         for name in ["", *self._service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        metrics.service_ready(self.name, True)
+        metrics.service_ready(True)
         self.log.info("service.started", port=port, consumers=[c.durable for c in self.consumers])
 
         await self.stopping.wait()
         self.log.info("service.stopping")
-        metrics.service_ready(self.name, False)
+        metrics.service_ready(False)
         await self.health.enter_graceful_shutdown()
         for c in self.consumers:
             c.stop()

@@ -158,12 +158,12 @@ class Bus:
             log.warning("nats.error", error=str(exc))
 
         async def on_disconnect() -> None:
-            metrics.nats_connected(self.service, False)
+            metrics.nats_connected(False)
             log.warning("nats.disconnected")
 
         async def on_reconnect() -> None:
             self.generation += 1
-            metrics.nats_connected(self.service, True)
+            metrics.nats_connected(True)
             log.info("nats.reconnected", url=str(self.nc.connected_url.netloc if self.nc else ""))
 
         self.nc = await nats.connect(
@@ -176,7 +176,7 @@ class Bus:
             reconnected_cb=on_reconnect,
         )
         self.js = self.nc.jetstream(publish_async_max_pending=4000)
-        metrics.nats_connected(self.service, True)
+        metrics.nats_connected(True)
 
     async def ensure_streams(self) -> None:
         """Create every stream, or bring its config up to date (idempotent)."""
@@ -204,7 +204,7 @@ class Bus:
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
             await self.nc.close()
-            metrics.nats_connected(self.service, False)
+            metrics.nats_connected(False)
 
 
 class OutboxRelay:

@@ -53,10 +53,12 @@ CONSUMER_REDELIVERED = Gauge(
     "crossdock_consumer_redelivered_messages", "Messages being redelivered", ["stream", "consumer"])
 DEAD_LETTERS = Gauge(
     "crossdock_dead_letters", "Dead letters waiting on dlq.<consumer> (replay or discard them)", ["consumer"])
+# Unlabelled: a process is one service (the scrape's target labels say which; a
+# "service" label here would clash with the target label of that name).
 SERVICE_READY = Gauge(
     "crossdock_service_ready", "1 while the service's gRPC health is SERVING; 0 while it migrates, waits for "
-    "NATS or drains", ["service"])
-NATS_CONNECTED = Gauge("crossdock_nats_connected", "1 while the service is connected to NATS", ["service"])
+    "NATS or drains")
+NATS_CONNECTED = Gauge("crossdock_nats_connected", "1 while the service is connected to NATS")
 BREAKER_OPENED = Counter(
     "crossdock_circuit_breaker_opened", "Times the circuit breaker of a downstream service opened",
     ["downstream"])
@@ -104,12 +106,12 @@ def order_finished(status: str) -> None:
     ORDERS_FINISHED.labels(status).inc()
 
 
-def service_ready(service: str, ready: bool) -> None:
-    SERVICE_READY.labels(service).set(1 if ready else 0)
+def service_ready(ready: bool) -> None:
+    SERVICE_READY.set(1 if ready else 0)
 
 
-def nats_connected(service: str, connected: bool) -> None:
-    NATS_CONNECTED.labels(service).set(1 if connected else 0)
+def nats_connected(connected: bool) -> None:
+    NATS_CONNECTED.set(1 if connected else 0)
 
 
 async def acquire_posting(limiter, consumer: str) -> None:
