@@ -71,3 +71,7 @@ bench: $(GEN) ## benchmarks side by side (~7 min): .data/bench/results.json, sum
 catalog: $(GEN) ## the event catalog from contracts.py + proto/: docs/catalog/asyncapi.yaml and index.html
 	$(PY) -m services.mesh.catalog
 .PHONY: catalog
+
+rules: $(GEN) ## the Kubernetes PrometheusRule from deploy/prometheus/crossdock-rules.yaml
+	$(PY) -m services.mesh.monitoring rules
+.PHONY: rules
