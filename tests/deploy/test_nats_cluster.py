@@ -264,6 +264,11 @@ async def test_services_work_within_their_nats_permissions(nats_cluster, rendere
                 assert msgs, f"{service}/{c.durable}: nothing to consume"
                 await msgs[0].ack_sync(timeout=5)
                 await sub.unsubscribe()
+                # It reads the advisories of the messages it gave up on (nothing yet).
+                given_up = await retry_unavailable(consumer.subscribe_given_up)
+                with pytest.raises(nats.errors.TimeoutError):
+                    await given_up.fetch(1, timeout=0.5)
+                await given_up.unsubscribe()
                 # Its consumed subjects are in its subscribe allow-list (the design).
                 for subject in c.subjects:
                     s = await bus.nc.subscribe(subject)
