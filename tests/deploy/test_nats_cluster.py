@@ -305,6 +305,6 @@ async def test_services_work_within_their_nats_permissions(nats_cluster, rendere
 
 
 async def test_wrong_password_is_refused(nats_cluster):
-    with pytest.raises(Exception):  # noqa: B017 - nats-py raises its own auth errors
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(with_credentials(nats_cluster.url, "erp", "not-the-password"),
                            max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2)
