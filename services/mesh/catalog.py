@@ -258,6 +258,9 @@ def guarantees() -> dict[str, Any]:
                 "first": _default("retry_backoff"), "max": _default("retry_backoff_max"),
                 "shape": "exponential, doubling, jittered (0.5-1x)"},
             "dead_letter_subject": f"{bus.DLQ_PREFIX}<consumer>",
+            "last_attempt_timed_out": f"JetStream's MAX_DELIVERIES advisory is kept in stream "
+                                      f"{bus.ADVISORY_STREAM}; the durable <consumer>-given-up reads it "
+                                      "and dead-letters the message",
             "dead_letter_stream": deadletters.STREAM,
             "settings": "CROSSDOCK_ACK_WAIT, CROSSDOCK_MAX_DELIVER, CROSSDOCK_RETRY_BACKOFF, "
                         "CROSSDOCK_RETRY_BACKOFF_MAX",
