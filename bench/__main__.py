@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -20,9 +21,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import baseline, building_blocks, meshrun, report, scenarios
+from . import baseline, building_blocks, meshrun, peerrun, report, scenarios
 
-SCENARIOS = ("blocks", "throughput", "burst", "baseline", "lookups", "unbatched")
+SCENARIOS = ("blocks", "throughput", "burst", "baseline", "lookups", "unbatched", "peers")
+# The peers' configurations (scenario 7, bench/peerrun.py), by size; dbos-pg needs
+# CROSSDOCK_BENCH_PG_URL or CROSSDOCK_TEST_PG_URL (skipped without either).
+PEERS = {"full": ("temporal", "temporal-wal", "dbos", "dbos-pg"), "tiny": ("temporal", "dbos")}
+# Scenario 7's SIGKILL run (open loop at half the peer's rate), seconds, by size.
+PEER_KILL_S = {"full": 40, "tiny": 4}
+# At the tiny size (tests/bench) the peers run shorter still: they prove the harness, nothing more.
+PEER_SIZE = {"tiny": {"throughput_s": 3, "warmup_s": 0.5, "backlog": 8}}
 
 
 @dataclass(frozen=True)
@@ -59,7 +67,8 @@ def log(msg: str) -> None:
     print(f"[bench {datetime.now(UTC):%H:%M:%S}] {msg}", flush=True)
 
 
-async def _mesh_scenarios(mesh, fault_file, work: Path, size: Size, only: set[str], results: dict) -> None:
+async def _mesh_scenarios(mesh, fault_file, work: Path, size: Size, only: set[str], results: dict,
+                          kill_s: float = 0) -> None:
     stubs = meshrun.Stubs(mesh)
     metrics = meshrun.Metrics(mesh)
     errors = results["errors"]
@@ -83,8 +92,9 @@ async def _mesh_scenarios(mesh, fault_file, work: Path, size: Size, only: set[st
         if "lookups" in only:
             await step("5. lookups", "lookups", lambda: scenarios.lookups(mesh, stubs, work, n=size.lookups))
         if "throughput" in only:
-            await step("2+6. throughput (and RSS)", "throughput", lambda: scenarios.throughput(
-                mesh, stubs, metrics, duration=size.throughput_s, warmup=size.warmup_s, backlog=size.backlog))
+            await step("2+6. throughput (and RSS)", "throughput", lambda: peerrun.with_cpu(
+                _mesh_pids(mesh), scenarios.throughput(mesh, stubs, metrics, duration=size.throughput_s,
+                                                       warmup=size.warmup_s, backlog=size.backlog)))
             rate = (results.get("throughput") or {}).get("orders_per_s") or 4.0
             await step("2. completion latency at half rate", "completion", lambda: scenarios.completion_latency(
                 stubs, metrics, rate=max(rate / 2, 1.0), duration=size.completion_s))
@@ -102,9 +112,20 @@ async def _mesh_scenarios(mesh, fault_file, work: Path, size: Size, only: set[st
             await step("4. Crossdock vs direct integration", "side_by_side", lambda: baseline.side_by_side(
                 stubs, metrics, fault_file, rate=offered, normal_s=size.normal_s, slowed_s=size.slowed_s,
                 after_s=size.after_s))
+        if "peers" in only:
+            # Scenario 7's SIGKILL run against Crossdock's own orchestrator; last: it restarts ordertoship.
+            rate = (results.get("throughput") or {}).get("orders_per_s") or 4.0
+            await step("7. Crossdock: SIGKILL of order-to-ship mid-run", "crossdock_kill",
+                       lambda: peerrun.crossdock_kill(mesh, stubs, rate=max(rate / 2, 1.0), duration=kill_s))
     finally:
         await metrics.close()
         await stubs.close()
+
+
+def _mesh_pids(mesh) -> dict[str, int]:
+    """Every process of the mesh (nats-server and each service), for the CPU per order."""
+    pids = {name: p.proc.pid for name, p in mesh.services.items() if p.proc}
+    return {"nats-server": mesh.nats.proc.pid, **pids}
 
 
 async def _unbatched(mesh, size: Size, results: dict) -> None:
@@ -121,7 +142,8 @@ async def _unbatched(mesh, size: Size, results: dict) -> None:
         await stubs.close()
 
 
-def run(size_name: str, out: Path, only: set[str], keep: bool = False) -> dict:
+def run(size_name: str, out: Path, only: set[str], keep: bool = False,
+        peers: list[str] | None = None) -> dict:
     size = SIZES[size_name]
     started = time.monotonic()
     results: dict = {"meta": {"size": size_name, "started": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -139,11 +161,12 @@ def run(size_name: str, out: Path, only: set[str], keep: bool = False) -> dict:
             except Exception as exc:  # noqa: BLE001
                 results["errors"]["building_blocks"] = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
-        if only - {"blocks"}:
+        if only - {"blocks", "unbatched", "peers"}:
             log("starting the mesh…")
             mesh, fault_file = meshrun.start_mesh(work)
             try:
-                asyncio.run(_mesh_scenarios(mesh, fault_file, work, size, only, results))
+                asyncio.run(_mesh_scenarios(mesh, fault_file, work, size, only, results,
+                                            kill_s=PEER_KILL_S[size_name]))
             finally:
                 mesh.stop()
         if "unbatched" in only:
@@ -155,6 +178,18 @@ def run(size_name: str, out: Path, only: set[str], keep: bool = False) -> dict:
                 asyncio.run(_unbatched(mesh, size, results))
             finally:
                 mesh.stop()
+        if "peers" in only:
+            # Scenario 7: Temporal and DBOS driving the same system services, after Crossdock's runs.
+            names = peers or [n for n in PEERS[size_name] if n != "dbos-pg" or peerrun.pg_url()]
+            log(f"7. the peers ({', '.join(names)})…")
+            try:
+                peer_size = dataclasses.replace(size, **PEER_SIZE.get(size_name, {}))
+                peers = peerrun.measure(work, peer_size, names, log, kill_s=PEER_KILL_S[size_name])
+                results["peers"] = peers["peers"]
+                results["errors"].update({f"peers_{k}": v for k, v in peers["errors"].items()})
+            except Exception as exc:  # noqa: BLE001 - reported with the results
+                results["errors"]["peers"] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
         blocks, tp = results.get("building_blocks"), results.get("throughput")
         if blocks and tp:
             f = building_blocks.floor(blocks, tp["per_order"])
@@ -187,11 +222,15 @@ def main() -> None:
     ap.add_argument("--only", default=",".join(SCENARIOS),
                     help=f"comma-separated subset of {', '.join(SCENARIOS)}")
     ap.add_argument("--keep", action="store_true", help="keep the mesh's data folder (logs, stores)")
+    ap.add_argument("--peers", default="", help="scenario 7's peers, e.g. temporal,temporal-wal,dbos,dbos-pg,"
+                    "dbos:0.2 (DBOS polling every 0.2 s); default: " + "; ".join(
+                        f"{k}: {','.join(v)}" for k, v in PEERS.items()))
     args = ap.parse_args()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     if unknown := only - set(SCENARIOS):
         ap.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
-    results = run(args.size, args.out, only, keep=args.keep)
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()] or None
+    results = run(args.size, args.out, only, keep=args.keep, peers=peers)
     print((args.out / "summary.md").read_text())
     if results["errors"]:
         print(f"errors: {json.dumps(results['errors'], indent=2)}", file=sys.stderr)

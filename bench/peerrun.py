@@ -56,7 +56,7 @@ from services.mesh.launcher import (
 
 from . import meshrun
 from .peers import venv
-from .stats import latency_ms
+from .stats import latency_ms, open_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 KILL_TIMEOUT_S = 240
@@ -328,7 +328,7 @@ def temporal_peer(work: Path, systems: SystemMesh, *, label: str, pragmas: tuple
     return peer
 
 
-def dbos_peer(work: Path, systems: SystemMesh, *, label: str, db_url: str = "", poll: float = 0.05) -> Peer:
+def dbos_peer(work: Path, systems: SystemMesh, *, label: str, db_url: str = "", poll: float = 1.0) -> Peer:
     """The DBOS process (workflows, steps, queue, event bridge) on a SQLite file
     pre-set to WAL, or on PostgreSQL."""
     py = venv.python()
@@ -366,9 +366,13 @@ def dbos_peer(work: Path, systems: SystemMesh, *, label: str, db_url: str = "", 
 
 
 def erp_invoices(systems: SystemMesh, order_ids: set[str]) -> dict[str, list[datetime]]:
+    return erp_invoices_at(systems.data_dir, order_ids)
+
+
+def erp_invoices_at(data_dir: Path, order_ids: set[str]) -> dict[str, list[datetime]]:
     """ERP's invoices per order (posted_at), from its store (read-only)."""
     out: dict[str, list[datetime]] = defaultdict(list)
-    with closing(sqlite3.connect(f"file:{systems.data_dir / 'erp.db'}?mode=ro", uri=True)) as conn:
+    with closing(sqlite3.connect(f"file:{data_dir / 'erp.db'}?mode=ro", uri=True)) as conn:
         for order_id, at in conn.execute("SELECT order_id, posted_at FROM invoices"):
             if order_id in order_ids:
                 t = datetime.fromisoformat(str(at))
@@ -525,6 +529,71 @@ async def kill_orchestrator(peer: Peer, stubs: Stubs, *, rate: float, duration: 
     }
 
 
+async def crossdock_kill(mesh, stubs, *, rate: float, duration: float,
+                         timeout: float = KILL_TIMEOUT_S) -> dict:
+    """The same SIGKILL run against Crossdock's own orchestrator, ``ordertoship``, in the
+    full mesh: an open loop at ``rate`` (a submission that fails is sent again with the
+    same request_id until accepted), the kill half-way, restarted at once."""
+    from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
+
+    w = await meshrun.world(stubs)
+    proc = mesh.services["ordertoship"]
+    accepted: dict[str, float] = {}
+    retries = 0
+
+    async def submit(i: int) -> None:
+        nonlocal retries
+        req = meshrun.order(w, i)
+        req.request_id = f"kill-{w.suffix}-{i}"
+        deadline = time.monotonic() + duration + 120
+        while True:
+            try:
+                r = await stubs.ots.SubmitOrder(req, timeout=5)
+                accepted[r.order.order_id] = time.time()
+                return
+            except grpc.aio.AioRpcError:
+                if time.monotonic() > deadline:
+                    return
+                retries += 1
+                await asyncio.sleep(0.2)
+
+    async def kill_and_restart() -> tuple[float, float]:
+        await asyncio.sleep(duration / 2)
+        at = time.time()
+        proc.kill()
+
+        def restart():
+            proc.start()
+            proc.wait_healthy()
+
+        await asyncio.to_thread(restart)
+        return at, time.time()
+
+    (killed_at, up_at), _ = await asyncio.gather(kill_and_restart(), open_loop(rate, duration, submit))
+    deadline = time.monotonic() + timeout
+    while True:
+        orders = {o.order_id: o for o in await meshrun.orders_of(stubs, w.customer_id)}
+        done = {i for i in accepted if i in orders and orders[i].status == pb.ORDER_STATUS_INVOICED}
+        if len(done) >= len(accepted) or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    invoices = erp_invoices_at(mesh.data_dir, set(accepted))
+    closes = {i: meshrun.ts(orders[i].update_time).timestamp() for i in done}
+    in_flight = [i for i, at in accepted.items() if at <= killed_at and not closes.get(i, 1e18) <= killed_at]
+    after = sorted(c for c in closes.values() if c > killed_at)
+    settled = [closes[i] for i in in_flight if i in closes]
+    return {
+        "offered_orders_per_s": round(rate, 2), "duration_s": duration, "killed": ["ordertoship"],
+        "accepted": len(accepted), "in_flight_at_kill": len(in_flight),
+        "lost": sum(1 for i in accepted if not invoices.get(i)),
+        "duplicated": sum(1 for i in accepted if len(invoices.get(i, [])) > 1),
+        "steps_repeated": None, "submission_retries": retries, "restart_s": round(up_at - killed_at, 2),
+        "first_completion_after_kill_s": round(after[0] - killed_at, 2) if after else None,
+        "in_flight_completed_s": (round(max(settled) - killed_at, 2)
+                                  if in_flight and len(settled) == len(in_flight) else None),
+    }
+
+
 def _lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
 
@@ -579,13 +648,31 @@ def configurations(work: Path, systems: SystemMesh, names: list[str]) -> list[Pe
                     work, systems, label="temporal-wal", pragmas=("journal_mode=wal", "synchronous=normal")
                 )
             )
-        elif name == "dbos":
-            made.append(dbos_peer(work, systems, label="dbos"))
+        elif name == "dbos" or name.startswith("dbos:"):
+            # "dbos:0.25": another polling interval than DBOS's default (1 s)
+            poll = float(name.split(":", 1)[1]) if ":" in name else 1.0
+            label = f"dbos-poll-{round(poll * 1000)}ms" if ":" in name else "dbos"  # no dots: a consumer name
+            made.append(dbos_peer(work, systems, label=label, poll=poll))
         elif name == "dbos-pg":
             made.append(dbos_peer(work, systems, label="dbos-pg", db_url=_pg_database()))
         else:
             raise ValueError(f"unknown peer {name!r}")
     return made
+
+
+def pg_url() -> str:
+    return os.environ.get("CROSSDOCK_BENCH_PG_URL") or os.environ.get("CROSSDOCK_TEST_PG_URL") or ""
+
+
+async def with_cpu(pids: dict[str, int], scenario) -> dict:
+    """Run a Crossdock scenario that reports ``invoiced`` and add its CPU ms per order
+    (the same /proc reading as the peers')."""
+    async with ProcWatch(pids) as watch:
+        out = await scenario
+    cpu = watch.result(out.get("invoiced") or 0)
+    out["cpu"] = {"cpu_ms_per_order": cpu["cpu_ms_per_order"], "cpu_s": cpu["cpu_s"],
+                  "by_process": {n: v["cpu_ms_per_order"] for n, v in cpu["by_process"].items()}}
+    return out
 
 
 def _pg_database() -> str:
@@ -594,7 +681,7 @@ def _pg_database() -> str:
     import psycopg2
     from sqlalchemy.engine import make_url
 
-    url = os.environ.get("CROSSDOCK_BENCH_PG_URL") or os.environ.get("CROSSDOCK_TEST_PG_URL")
+    url = pg_url()
     if not url:
         raise RuntimeError("dbos-pg needs CROSSDOCK_BENCH_PG_URL (or CROSSDOCK_TEST_PG_URL)")
     name = f"bench_dbos_{uuid.uuid4().hex[:8]}"

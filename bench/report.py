@@ -51,7 +51,46 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
     rss = _get(r, "throughput", "rss") or {}
     peak = max((v["peak_rss_mb"] for v in rss.values()), default=None)
     out.append(("peak RSS per service (largest)", f"{_fmt(peak)} MB", "< 150 MB", None if peak is None else peak < 150))
+    peers = r.get("peers") or {}
+    if peers:
+        mine = _get(r, "throughput", "orders_per_s")
+        theirs = {k: _get(v, "throughput", "orders_per_s") for k, v in peers.items()}
+        best = max((v for v in theirs.values() if v is not None), default=None)
+        out.append(("peers: Crossdock orders/s vs the best peer", f"{_fmt(mine)} vs {_fmt(best)}", "ahead",
+                    None if mine is None or best is None else mine > best))
+        mine = _get(r, "throughput", "cpu", "cpu_ms_per_order")
+        theirs = {k: _get(v, "throughput", "cpu_ms_per_order") for k, v in peers.items()}
+        least = min((v for v in theirs.values() if v is not None), default=None)
+        out.append(("peers: Crossdock CPU ms per order vs the leanest peer", f"{_fmt(mine)} vs {_fmt(least)}",
+                    "less", None if mine is None or least is None else mine < least))
     return out
+
+
+def peer_rows(r: dict) -> list[dict]:
+    """Crossdock (scenario 2) and every peer (scenario 7), with the same figures."""
+    rows = []
+    tp = r.get("throughput")
+    if tp:
+        rss = tp.get("rss") or {}
+        rows.append({"system": "crossdock", "settings": "SQLite WAL + synchronous NORMAL per service",
+                     "orders_per_s": tp.get("orders_per_s"),
+                     "completion": _get(r, "completion", "completion") or {},
+                     "completion_rate": _get(r, "completion", "offered_orders_per_s"),
+                     "cpu_ms_per_order": _get(tp, "cpu", "cpu_ms_per_order"),
+                     "peak_rss_mb": max((v["peak_rss_mb"] for v in rss.values()), default=None),
+                     "kill": r.get("crossdock_kill")})
+    for name, p in (r.get("peers") or {}).items():
+        t = p.get("throughput") or {}
+        procs = t.get("by_process") or {}
+        orchestrator = {n: v for n, v in procs.items() if n.startswith(("temporal", "dbos"))}
+        rows.append({"system": name, "settings": p.get("settings", ""), "orders_per_s": t.get("orders_per_s"),
+                     "completion": _get(p, "completion", "completion") or {},
+                     "completion_rate": _get(p, "completion", "offered_orders_per_s"),
+                     "cpu_ms_per_order": t.get("cpu_ms_per_order"),
+                     "orchestrator_cpu_ms_per_order": round(sum(v["cpu_ms_per_order"] or 0
+                                                               for v in orchestrator.values()), 1),
+                     "peak_rss_mb": t.get("peak_rss_mb"), "kill": p.get("kill")})
+    return rows
 
 
 def markdown(r: dict) -> str:
@@ -145,6 +184,9 @@ def markdown(r: dict) -> str:
                 lines.append(f"| {name.replace('_', ' ')} | {_fmt(v['p50_ms'])} ms | {_fmt(v['p99_ms'])} ms | "
                              f"{_fmt(round(v['p99_ms'] / e99, 2) if e99 else None)} |")
         lines.append("| gateway credit check | not exposed by the gateway | | |")
+    rows = peer_rows(r)
+    if r.get("peers") and rows:
+        lines += _peer_section(rows)
     rss = _get(r, "throughput", "rss")
     if rss:
         lines += ["", "## 6. Peak RSS per service during run 2", "", "| service | peak RSS (sampled) | VmHWM |",
@@ -159,17 +201,55 @@ def markdown(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+PEER_COLUMNS = ("| system | runs with | orders/s | completion p50 / p99 (at orders/s) | "
+                "CPU ms per order (orchestrator) | peak RSS (largest process) |")
+KILL_COLUMNS = ("| system | killed | accepted | in flight | lost | duplicated | steps run again | restart | "
+                "first completion after the kill | in-flight orders all completed |")
+
+
+KILL_TITLE = "SIGKILL of the orchestrator half-way through an open loop at half rate, restarted at once:"
+PEER_NOTE = ("CPU from /proc (utime + stime) of every process involved (Crossdock: nats-server and every "
+             "service; a peer: its server and worker, or its process, and ERP, WMS, TMS, nats-server) over "
+             "the throughput run, divided by the orders completed. How each peer calls the system services, "
+             "what it persists and with which settings: bench/peers/README.md.")
+
+
+def _peer_section(rows: list[dict]) -> list[str]:
+    lines = ["", "## 7. Peers side by side: the same workflow on Temporal and DBOS, the same ERP, WMS, TMS",
+             "", PEER_COLUMNS, "|---|---|---|---|---|---|"]
+    for row in rows:
+        c, orch = row["completion"], row.get("orchestrator_cpu_ms_per_order")
+        cpu = _fmt(row["cpu_ms_per_order"]) + (f" ({_fmt(orch)})" if orch is not None else "")
+        latency = f"{_fmt(c.get('p50_ms'))} / {_fmt(c.get('p99_ms'))} ms ({_fmt(row['completion_rate'])})"
+        lines.append(f"| {row['system']} | {row['settings']} | **{_fmt(row['orders_per_s'])}** | {latency} | "
+                     f"{cpu} | {_fmt(row['peak_rss_mb'])} MB |")
+    lines += ["", KILL_TITLE, "", KILL_COLUMNS, "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if k := row["kill"]:
+            cells = [row["system"], " + ".join(k["killed"]), _fmt(k["accepted"]),
+                     _fmt(k["in_flight_at_kill"]), _fmt(k["lost"]), _fmt(k["duplicated"]),
+                     _fmt(k["steps_repeated"]),
+                     f"{_fmt(k['restart_s'])} s", f"{_fmt(k['first_completion_after_kill_s'])} s",
+                     f"{_fmt(k['in_flight_completed_s'])} s"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines + ["", PEER_NOTE]
+
+
 def chart(r: dict, path: Path) -> bool:
     """Acceptance p50/p99 per phase, Crossdock vs the baseline, and mesh vs floor."""
     s, f = r.get("side_by_side"), r.get("floor")
-    if not s and not f:
+    rows = [row for row in peer_rows(r) if row["orders_per_s"] is not None] if r.get("peers") else []
+    if not s and not f and not rows:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3 if rows else 2, figsize=(17 if rows else 11, 4))
+    for ax, shown in zip(axes, (s, f), strict=False):
+        if not shown:
+            ax.axis("off")
     if s:
         ax = axes[0]
         phases = ["normal", "slowed", "after"]
@@ -187,6 +267,17 @@ def chart(r: dict, path: Path) -> bool:
                color=["#999", "#2a7"])
         ax.set_ylabel("orders/s")
         ax.set_title(f"end-to-end throughput (ratio {f.get('mesh_over_floor')})")
+    if rows:
+        ax = axes[2]
+        names = [row["system"] for row in rows]
+        bars = ax.bar(names, [row["orders_per_s"] for row in rows],
+                      color=["#2a7" if n == "crossdock" else "#79b" for n in names])
+        for bar, row in zip(bars, rows, strict=True):
+            ax.annotate(f"{_fmt(row['cpu_ms_per_order'])} ms CPU", (bar.get_x() + bar.get_width() / 2,
+                        bar.get_height()), ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel("orders/s (submission → invoiced)")
+        ax.set_title("the same workflow: Crossdock vs Temporal, DBOS")
+        ax.tick_params(axis="x", labelsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

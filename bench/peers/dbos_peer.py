@@ -154,7 +154,7 @@ def parse() -> argparse.Namespace:
     ap.add_argument(
         "--poll",
         type=float,
-        default=0.05,
+        default=1.0,
         help="queue and notification polling interval, s (DBOS's default: 1.0)",
     )
     ap.add_argument("--nats", required=True)

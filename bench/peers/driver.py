@@ -114,15 +114,17 @@ class DbosPeer:
         )
 
     async def outcomes(self, ids: set[str], prefix: str) -> dict[str, dict]:
+        """On SQLite DBOS stamps a workflow's status in whole seconds (Python < 3.12): the
+        close time is its last step's completion (ms), the start the driver's own."""
         out, todo = {}, sorted(ids)
         for i in range(0, len(todo), 500):
             for wf in await self.client.list_workflows_async(workflow_ids=todo[i : i + 500]):
-                done = wf.status in ("SUCCESS", "ERROR", "CANCELLED")
-                out[wf.workflow_id] = {
-                    "start": wf.created_at / 1e3,
-                    "close": wf.updated_at / 1e3 if done and wf.updated_at else None,
-                    "status": {"SUCCESS": "COMPLETED"}.get(wf.status, wf.status),
-                }
+                close = None
+                if wf.status in ("SUCCESS", "ERROR", "CANCELLED"):
+                    steps = await self.client.list_workflow_steps_async(wf.workflow_id, load_output=False)
+                    close = max((s["completed_at_epoch_ms"] or 0 for s in steps), default=0) / 1e3 or None
+                out[wf.workflow_id] = {"start": None, "close": close,
+                                       "status": {"SUCCESS": "COMPLETED"}.get(wf.status, wf.status)}
         return out
 
     async def close(self) -> None:
@@ -205,7 +207,8 @@ class Run:
         """Wait until ERP invoiced every accepted order and the peer closed its workflow."""
         ids = set(self.submitted_at)
         deadline = time.monotonic() + timeout
-        while self.invoiced() < len(ids) and time.monotonic() < deadline:  # noqa: ASYNC110 - polls ERP's store
+        # Polls ERP's store (nothing to wait on).
+        while self.invoiced() < len(ids) and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.25)
         while True:
             out = await self.peer.outcomes(ids, self.world["prefix"])
@@ -214,6 +217,18 @@ class Run:
             ) or time.monotonic() > deadline:
                 return out
             await asyncio.sleep(0.5)
+
+
+def die_with_parent() -> None:
+    """SIGTERM when the bench that started this process dies (set here, after exec: a
+    fork of the bench's process with gRPC threads running must not run Python first)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() == 1:
+            sys.exit("the bench is gone")
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -233,10 +248,10 @@ async def main(args: argparse.Namespace) -> None:
         await run.open(args.rate, args.duration)
     t1 = time.time()
     outcomes = await run.settle(args.settle)
-    orders = {
-        oid: {"submitted_at": at, **outcomes.get(oid, {"start": None, "close": None, "status": "MISSING"})}
-        for oid, at in run.submitted_at.items()
-    }
+    orders = {}
+    for oid, at in run.submitted_at.items():
+        o = outcomes.get(oid, {"start": None, "close": None, "status": "MISSING"})
+        orders[oid] = {**o, "submitted_at": at, "start": o["start"] or at}
     report = {"mode": args.mode, "load_started": t0, "load_ended": t1, "settled": time.time(),
               "submitted": len(run.submitted_at), "retries": run.retries, "accept_s": run.accept_s,
               "orders": orders}
@@ -268,6 +283,7 @@ def parse() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
+    die_with_parent()
     asyncio.run(main(parse()))
     # The report is written: leave without the interpreter's finalization, which the
     # gRPC threads of a client whose server was killed can crash (exit code 134).
