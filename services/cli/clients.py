@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from services.gateway.__main__ import MIGRATIONS
-from services.gateway.governance import SCOPES, create_client, list_clients, revoke_client
-from services.gateway.store import metadata
+from gateway.__main__ import MIGRATIONS
+from gateway.governance import SCOPES, create_client, list_clients, revoke_client
+from gateway.store import metadata
 from services.mesh.config import load_settings
 from services.mesh.store import Store
 

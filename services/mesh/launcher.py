@@ -27,6 +27,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .config import SERVICES
 
+# The module that runs a service (`python -m ...`): services/<name>/ but the
+# experience layer, which is the top-level gateway/ package.
+MODULES = {"gateway": "gateway"}
+
+
+def module_of(service: str) -> str:
+    return MODULES.get(service, f"services.{service}")
+
 
 def nats_server_binary() -> str:
     local = Path(sys.executable).parent / "nats-server"
@@ -151,7 +159,7 @@ class ServiceProcess:
                "CROSSDOCK_INSTANCE": self.instance, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"],
+            [sys.executable, "-m", module_of(self.name)],
             env=env, stdout=log, stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parents[2],
         )

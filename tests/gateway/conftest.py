@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from services.gateway.__main__ import MIGRATIONS
-from services.gateway.governance import SCOPES, create_client
-from services.gateway.store import metadata
+from gateway.__main__ import MIGRATIONS
+from gateway.governance import SCOPES, create_client
+from gateway.store import metadata
 from services.mesh.store import Store
 from tests.e2e.conftest import Stubs, World, make_world, start_mesh
 from tests.helpers import eventually  # noqa: F401  (re-exported for the tests)

@@ -157,8 +157,8 @@ async def test_fields_a_client_must_not_set_are_refused(gateway, http):
 
 
 async def test_revoked_key_is_refused(gateway, http):
-    from services.gateway.governance import revoke_client
-    from services.gateway.store import metadata
+    from gateway.governance import revoke_client
+    from gateway.store import metadata
     from services.mesh.store import Store
     from tests.helpers import eventually as ev
 

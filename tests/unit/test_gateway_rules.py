@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as ots
 from crossdock.returns.v1 import returns_pb2 as rpb
-from services.gateway import validation
-from services.gateway.governance import ApiClient, fingerprint, parse_token, trace_id_from
-from services.gateway.problems import from_grpc
+from gateway import validation
+from gateway.governance import ApiClient, fingerprint, parse_token, trace_id_from
+from gateway.problems import from_grpc
 from services.mesh.errors import DownstreamUnavailable
 
 

@@ -1,4 +1,4 @@
-"""`python -m services.gateway`: the experience API — HTTP/JSON (FastAPI on
+"""`python -m gateway`: the experience API — HTTP/JSON (FastAPI on
 uvicorn) and the gRPC edge, in one process, on the shared ServiceApp runtime."""
 
 from __future__ import annotations
