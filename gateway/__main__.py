@@ -22,6 +22,7 @@ from services.mesh.grpcutil import client_channel
 from . import http_api
 from .governance import Governance
 from .grpc_edge import Edge, OrderToShipEdge, ReturnsEdge
+from .guard import Guard
 from .store import metadata
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -97,8 +98,9 @@ def bind_http(app: ServiceApp) -> socket.socket:
     return sock
 
 
-def bootstrap(app: ServiceApp) -> None:
+def bootstrap(app: ServiceApp, guard: Guard) -> None:
     core = Core(app)
+    guard.bind(core.governance)
     edge = Edge(core)
     app.add_servicer(order_to_ship_pb2_grpc.add_OrderToShipServiceServicer_to_server,
                      OrderToShipEdge(edge), "crossdock.ordertoship.v1.OrderToShipService")
@@ -120,5 +122,12 @@ def bootstrap(app: ServiceApp) -> None:
     app.add_loop(http_server)
 
 
+def main() -> None:
+    # Every RPC of the gRPC port (the edge's, the runtime's DeadLetterService,
+    # health, reflection) goes through the guard's table.
+    guard = Guard()
+    run("gateway", metadata, MIGRATIONS, lambda app: bootstrap(app, guard), interceptors=[guard])
+
+
 if __name__ == "__main__":
-    run("gateway", metadata, MIGRATIONS, bootstrap)
+    main()

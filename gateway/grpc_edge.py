@@ -1,12 +1,14 @@
 """The gRPC edge: OrderToShipService and ReturnsService served by the gateway
-for internal gRPC clients, behind the same API keys (``authorization: Bearer``
-metadata), scopes, tenant isolation, quotas and audit as the HTTP API, and
-forwarded to the process services."""
+for internal gRPC clients and forwarded to the process services. Who may call
+what (API keys, scopes, quotas, audit) is decided before these servicers run,
+by the guard (``guard.py``); they apply what depends on the record: tenant
+isolation (another customer's order or return answers exactly like a missing
+one) and the fields a client must not set. A downstream error is forwarded
+with its code, message and google.rpc.Status details."""
 
 from __future__ import annotations
 
 import hashlib
-from contextvars import ContextVar
 
 import grpc
 
@@ -14,90 +16,62 @@ from crossdock.ordertoship.v1 import order_to_ship_pb2 as ots
 from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
 from crossdock.returns.v1 import returns_pb2 as rpb
 from crossdock.returns.v1 import returns_pb2_grpc
-from services.mesh.errors import DomainError, InvalidArgument, NotFound
+from services.mesh.errors import InvalidArgument, NotFound
 
 from . import validation
-from .governance import ApiClient, trace_id_from
+from .governance import ApiClient
+from .guard import caller, set_resource
 
-# The caller and the abort code of the RPC in progress (each RPC is its own task).
-_caller: ContextVar[ApiClient | None] = ContextVar("caller", default=None)
-_aborted: ContextVar[str] = ContextVar("aborted", default="")
+# The trailer that carries a status's google.rpc.Status (code, message, details).
+STATUS_DETAILS = "grpc-status-details-bin"
 
 
-async def _abort(context, code: grpc.StatusCode, message: str, trailing=()) -> None:
-    _aborted.set(code.name)
-    await context.abort(code, message, trailing)
+def status_trailers(err: grpc.aio.AioRpcError) -> tuple[tuple[str, bytes], ...]:
+    """The rich-status trailer of a downstream error (nothing else of its metadata)."""
+    return tuple((k, v) for k, v in (err.trailing_metadata() or ()) if k == STATUS_DETAILS)
+
+
+async def forward(context: grpc.aio.ServicerContext, call, *, about: tuple[str, str] | None = None):
+    """Await a downstream call; its error ends this call with the same code, message and
+    details. ``about`` (kind, id): the one record looked up, whose NOT_FOUND is the edge's own
+    (so that it reads exactly like the NOT_FOUND of a record of another customer)."""
+    try:
+        return await call
+    except grpc.aio.AioRpcError as err:
+        if about and err.code() == grpc.StatusCode.NOT_FOUND:
+            raise NotFound(*about) from None
+        await context.abort(err.code(), err.details() or "", status_trailers(err))
 
 
 class Edge:
     def __init__(self, core) -> None:
         self.core = core
-        self.gov = core.governance
-
-    async def guard(self, context: grpc.aio.ServicerContext, scope: str) -> ApiClient:
-        md = dict(context.invocation_metadata() or ())
-        auth = md.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        client = await self.gov.authenticate(token.strip()) if scheme.lower() == "bearer" else None
-        _caller.set(client)  # for the audit
-        if client is None:
-            await _abort(context, grpc.StatusCode.UNAUTHENTICATED, "a valid bearer API key is required")
-        if scope not in client.scopes:
-            await _abort(context, grpc.StatusCode.PERMISSION_DENIED, f"this API key lacks the {scope!r} scope")
-        wait = self.gov.over_quota(client)
-        if wait is not None:
-            await _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, "too many requests for this API key",
-                         (("retry-after", str(wait)),))
-        return client
-
-    async def forward(self, context, call):
-        try:
-            return await call
-        except grpc.aio.AioRpcError as err:
-            await _abort(context, err.code(), err.details() or "", err.trailing_metadata() or ())
-        except DomainError:
-            raise
-
-    async def audited(self, context, method: str, run):
-        """Runs a state-changing call and records it, whatever the outcome."""
-        md = dict(context.invocation_metadata() or ())
-        status, resource = "OK", ""
-        try:
-            result, resource = await run()
-            return result
-        except grpc.aio.AbortError:
-            status = _aborted.get() or "ABORTED"
-            raise
-        except InvalidArgument:
-            status = "INVALID_ARGUMENT"
-            raise
-        except NotFound:
-            status = "NOT_FOUND"
-            raise
-        except Exception:
-            status = "INTERNAL"
-            raise
-        finally:
-            await self.gov.audit(client=_caller.get(), transport="grpc", method="RPC",
-                                 route=method, resource=resource, status=_http_like(status),
-                                 outcome=status.lower(), trace_id=trace_id_from(md.get("traceparent")))
 
     async def owned_order(self, context, client: ApiClient, order_id: str) -> ots.Order:
-        r = await self.forward(context, self.core.ots.GetOrder(ots.GetOrderRequest(order_id=order_id)))
+        """The order when the client may see it; NotFound, the same for a missing
+        order and for another customer's, otherwise."""
+        r = await forward(context, self.core.ots.GetOrder(ots.GetOrderRequest(order_id=order_id)),
+                          about=("order", order_id))
         if not client.owns(r.order.customer_id):
             raise NotFound("order", order_id)
         return r.order
 
-
-def _http_like(status: str) -> int:
-    return {"OK": 200, "INVALID_ARGUMENT": 400, "UNAUTHENTICATED": 401, "PERMISSION_DENIED": 403,
-            "NOT_FOUND": 404, "FAILED_PRECONDITION": 409, "ALREADY_EXISTS": 409,
-            "RESOURCE_EXHAUSTED": 429, "UNAVAILABLE": 503}.get(status, 500)
+    async def owned_return(self, context, client: ApiClient, return_id: str) -> rpb.CustomerReturn:
+        r = await forward(context, self.core.returns.GetReturn(rpb.GetReturnRequest(return_id=return_id)),
+                          about=("return", return_id))
+        if not client.owns(r.customer_return.customer_id):
+            raise NotFound("return", return_id)
+        return r.customer_return
 
 
 def _check(violations: list[tuple[str, str]]) -> None:
     if violations:
         raise InvalidArgument(violations)
+
+
+def _own_customer(client: ApiClient, customer_id: str) -> None:
+    if client.customer_id and customer_id not in ("", client.customer_id):
+        raise InvalidArgument([("customer_id", "not your customer")])
 
 
 def _scoped_request_id(client: ApiClient, request_id: str) -> str:
@@ -106,101 +80,76 @@ def _scoped_request_id(client: ApiClient, request_id: str) -> str:
 
 
 class OrderToShipEdge(order_to_ship_pb2_grpc.OrderToShipServiceServicer):
-    NAME = "/crossdock.ordertoship.v1.OrderToShipService/"
-
     def __init__(self, edge: Edge) -> None:
         self.e = edge
         self.cap = edge.core.settings.gateway_max_page_size
 
     async def SubmitOrder(self, request, context):
-        async def run():
-            client = await self.e.guard(context, "orders:write")
-            _check(validation.submit_order(request))
-            if client.customer_id and request.customer_id not in ("", client.customer_id):
-                raise InvalidArgument([("customer_id", "not your customer")])
-            forwarded = ots.SubmitOrderRequest()
-            forwarded.CopyFrom(request)
-            forwarded.request_id = _scoped_request_id(client, request.request_id)
-            forwarded.customer_id = request.customer_id or client.customer_id
-            forwarded.channel = client.channel
-            if not forwarded.customer_id:
-                raise InvalidArgument([("customer_id", "required")])
-            r = await self.e.forward(context, self.e.core.ots.SubmitOrder(forwarded))
-            r.order.request_id = request.request_id
-            return r, r.order.order_id
-        return await self.e.audited(context, self.NAME + "SubmitOrder", run)
+        client = caller()
+        _check(validation.submit_order(request))
+        _own_customer(client, request.customer_id)
+        forwarded = ots.SubmitOrderRequest()
+        forwarded.CopyFrom(request)
+        forwarded.request_id = _scoped_request_id(client, request.request_id)
+        forwarded.customer_id = request.customer_id or client.customer_id
+        forwarded.channel = client.channel
+        if not forwarded.customer_id:
+            raise InvalidArgument([("customer_id", "required")])
+        r = await forward(context, self.e.core.ots.SubmitOrder(forwarded))
+        r.order.request_id = request.request_id
+        set_resource(r.order.order_id)
+        return r
 
     async def GetOrder(self, request, context):
-        client = await self.e.guard(context, "orders:read")
         _check(validation.order_id(request))
-        return ots.GetOrderResponse(order=await self.e.owned_order(context, client, request.order_id))
+        return ots.GetOrderResponse(order=await self.e.owned_order(context, caller(), request.order_id))
 
     async def ListOrders(self, request, context):
-        client = await self.e.guard(context, "orders:read")
+        client = caller()
         _check(validation.list_orders(request, self.cap))
-        if client.customer_id and request.customer_id not in ("", client.customer_id):
-            raise InvalidArgument([("customer_id", "not your customer")])
+        _own_customer(client, request.customer_id)
         forwarded = ots.ListOrdersRequest()
         forwarded.CopyFrom(request)
         forwarded.customer_id = client.customer_id or request.customer_id
-        return await self.e.forward(context, self.e.core.ots.ListOrders(forwarded))
+        return await forward(context, self.e.core.ots.ListOrders(forwarded))
 
     async def CancelOrder(self, request, context):
-        async def run():
-            client = await self.e.guard(context, "orders:write")
-            _check(validation.order_id(request))
-            await self.e.owned_order(context, client, request.order_id)
-            r = await self.e.forward(context, self.e.core.ots.CancelOrder(request))
-            return r, request.order_id
-        return await self.e.audited(context, self.NAME + "CancelOrder", run)
+        _check(validation.order_id(request))
+        await self.e.owned_order(context, caller(), request.order_id)
+        return await forward(context, self.e.core.ots.CancelOrder(request))
 
 
 class ReturnsEdge(returns_pb2_grpc.ReturnsServiceServicer):
-    NAME = "/crossdock.returns.v1.ReturnsService/"
-
     def __init__(self, edge: Edge) -> None:
         self.e = edge
         self.cap = edge.core.settings.gateway_max_page_size
 
-    async def _owned(self, context, client, return_id: str) -> rpb.CustomerReturn:
-        r = await self.e.forward(context, self.e.core.returns.GetReturn(rpb.GetReturnRequest(return_id=return_id)))
-        if not client.owns(r.customer_return.customer_id):
-            raise NotFound("return", return_id)
-        return r.customer_return
-
     async def CreateReturn(self, request, context):
-        async def run():
-            client = await self.e.guard(context, "returns:write")
-            _check(validation.create_return(request))
-            await self.e.owned_order(context, client, request.order_id)
-            forwarded = rpb.CreateReturnRequest()
-            forwarded.CopyFrom(request)
-            forwarded.request_id = _scoped_request_id(client, request.request_id)
-            r = await self.e.forward(context, self.e.core.returns.CreateReturn(forwarded))
-            r.customer_return.request_id = request.request_id
-            return r, r.customer_return.return_id
-        return await self.e.audited(context, self.NAME + "CreateReturn", run)
+        client = caller()
+        _check(validation.create_return(request))
+        await self.e.owned_order(context, client, request.order_id)
+        forwarded = rpb.CreateReturnRequest()
+        forwarded.CopyFrom(request)
+        forwarded.request_id = _scoped_request_id(client, request.request_id)
+        r = await forward(context, self.e.core.returns.CreateReturn(forwarded))
+        r.customer_return.request_id = request.request_id
+        set_resource(r.customer_return.return_id)
+        return r
 
     async def GetReturn(self, request, context):
-        client = await self.e.guard(context, "returns:read")
         _check(validation.return_id(request))
-        return rpb.GetReturnResponse(customer_return=await self._owned(context, client, request.return_id))
+        return rpb.GetReturnResponse(customer_return=await self.e.owned_return(context, caller(), request.return_id))
 
     async def ListReturns(self, request, context):
-        client = await self.e.guard(context, "returns:read")
+        client = caller()
         _check(validation.list_returns(request, self.cap))
-        if client.customer_id and request.customer_id not in ("", client.customer_id):
-            raise InvalidArgument([("customer_id", "not your customer")])
+        _own_customer(client, request.customer_id)
         forwarded = rpb.ListReturnsRequest()
         forwarded.CopyFrom(request)
         forwarded.customer_id = client.customer_id or request.customer_id
-        return await self.e.forward(context, self.e.core.returns.ListReturns(forwarded))
+        return await forward(context, self.e.core.returns.ListReturns(forwarded))
 
     async def CancelReturn(self, request, context):
-        async def run():
-            client = await self.e.guard(context, "returns:write")
-            _check(validation.return_id(request))
-            await self._owned(context, client, request.return_id)
-            r = await self.e.forward(context, self.e.core.returns.CancelReturn(request))
-            return r, request.return_id
-        return await self.e.audited(context, self.NAME + "CancelReturn", run)
+        _check(validation.return_id(request))
+        await self.e.owned_return(context, caller(), request.return_id)
+        return await forward(context, self.e.core.returns.CancelReturn(request))

@@ -1,8 +1,12 @@
-"""gRPC plumbing: the error-mapping interceptor and client channels."""
+"""gRPC plumbing: the error-mapping interceptor, a way to wrap every kind of
+method handler (unary or streaming), and client channels."""
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 import structlog
@@ -53,6 +57,66 @@ def client_channel(addr: str, services: list[str]) -> grpc.aio.Channel:
         addr = "ipv4:" + addr
         options.append(("grpc.lb_policy_name", "round_robin"))
     return grpc.aio.insecure_channel(addr, options=options, interceptors=telemetry.client_interceptors())
+
+
+# around(inner, request, context): runs one call of ``inner`` (a unary response);
+# stream_around(inner, request, context): yields one call's responses.
+Around = Callable[[Callable, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+StreamAround = Callable[[Callable, Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+
+
+async def call_unary(inner: Callable, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    """One call of a unary-response behaviour, whether it is a coroutine function or not."""
+    result = inner(request, context)
+    return await result if inspect.isawaitable(result) else result
+
+
+async def responses(inner: Callable, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    """The responses of a streaming behaviour, whichever of gRPC's styles it uses: an async
+    generator, a coroutine writing with ``context.write`` (nothing to yield), or a plain iterator."""
+    result = inner(request, context)
+    if inspect.isasyncgen(result):
+        async for message in result:
+            yield message
+    elif inspect.isawaitable(result):
+        await result
+    else:
+        for message in result:
+            yield message
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, around: Around,
+                 stream_around: StreamAround) -> grpc.RpcMethodHandler:
+    """The same method handler, every call going through ``around`` (unary and
+    client-streaming methods) or ``stream_around`` (server- and bidi-streaming ones)."""
+    kw = {"request_deserializer": handler.request_deserializer,
+          "response_serializer": handler.response_serializer}
+    if handler.unary_unary or handler.stream_unary:
+        inner = handler.unary_unary or handler.stream_unary
+
+        async def unary(request, context):
+            return await around(inner, request, context)
+
+        make = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
+                else grpc.stream_unary_rpc_method_handler)
+        return make(unary, **kw)
+    inner = handler.unary_stream or handler.stream_stream
+
+    async def streaming(request, context):
+        async for message in stream_around(inner, request, context):
+            yield message
+
+    make = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
+            else grpc.stream_stream_rpc_method_handler)
+    return make(streaming, **kw)
+
+
+async def abort_with(context: grpc.aio.ServicerContext, err: DomainError,
+                     trailing: tuple[tuple[str, str], ...] = ()) -> None:
+    """End the call with a domain error as a rich status (google.rpc.Status in
+    ``grpc-status-details-bin``, plus ``trailing``); raises grpc.aio.AbortError."""
+    status = rpc_status.to_status(err.to_status())
+    await context.abort(status.code, status.details, (*status.trailing_metadata, *trailing))
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
