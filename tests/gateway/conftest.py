@@ -19,7 +19,7 @@ from gateway.governance import SCOPES, create_client
 from gateway.store import metadata
 from services.mesh.store import Store
 from tests.e2e.conftest import Stubs, World, make_world, start_mesh
-from tests.helpers import eventually  # noqa: F401  (re-exported for the tests)
+from tests.helpers import eventually
 
 
 @dataclass
@@ -111,3 +111,44 @@ def order_body(t: Tenant, qty: int = 1, **kw) -> dict:
 async def submit(http: httpx.AsyncClient, t: Tenant, qty: int = 1, key: str | None = None) -> httpx.Response:
     return await http.post("/v1/orders", json=order_body(t, qty),
                            headers={**t.auth(), "Idempotency-Key": key or str(uuid.uuid4())})
+
+
+@dataclass(frozen=True)
+class Records:
+    """A tenant's own shipped order and a return against it, made through the gateway."""
+
+    order_id: str
+    return_id: str
+
+
+def _shipped_order_with_a_return(gateway: Gateway, t: Tenant) -> Records:
+    async def make() -> Records:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            r = await submit(http, t)
+            assert r.status_code == 201, r.text
+            order_id = r.json()["order_id"]
+
+            async def shipped():
+                o = (await http.get(f"/v1/orders/{order_id}", headers=t.auth())).json()
+                return o["status"] in ("SHIPPED", "INVOICED")
+
+            await eventually(shipped, timeout=60, what="the order shipped")
+            r = await http.post("/v1/returns", headers={**t.auth(), "Idempotency-Key": str(uuid.uuid4())},
+                                json={"order_id": order_id, "lines": [
+                                    {"sku": t.world.skus[0], "quantity": 1, "reason": "NOT_NEEDED"}]})
+            assert r.status_code == 201, r.text
+            return Records(order_id, r.json()["return_id"])
+
+    return asyncio.run(make())
+
+
+@pytest.fixture(scope="package")
+def b_records(gateway: Gateway) -> Records:
+    """Tenant B's records: what tenant A must never reach."""
+    return _shipped_order_with_a_return(gateway, gateway.b)
+
+
+@pytest.fixture(scope="package")
+def a_records(gateway: Gateway) -> Records:
+    """Tenant A's own records: a listing of A's must show them (so that it proves something)."""
+    return _shipped_order_with_a_return(gateway, gateway.a)

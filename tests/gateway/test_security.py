@@ -9,38 +9,11 @@ import uuid
 import httpx
 import pytest
 
-from tests.helpers import eventually
-
 from .conftest import Gateway, order_body, submit
 
 pytestmark = pytest.mark.e2e
 
 ID_FREE = "/v1/availability?sku={sku}", "/v1/shipping-options?country_code=US&weight_grams=700"
-
-
-@pytest.fixture(scope="module")
-def b_records(gateway: Gateway):
-    """An order of tenant B, shipped, and a return against it (made through the gateway)."""
-    import asyncio
-
-    async def make():
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
-            r = await submit(http, gateway.b)
-            assert r.status_code == 201, r.text
-            order_id = r.json()["order_id"]
-
-            async def shipped():
-                o = (await http.get(f"/v1/orders/{order_id}", headers=gateway.b.auth())).json()
-                return o["status"] in ("SHIPPED", "INVOICED")
-
-            await eventually(shipped, timeout=60, what="B's order shipped")
-            r = await http.post("/v1/returns", headers={**gateway.b.auth(), "Idempotency-Key": str(uuid.uuid4())},
-                                json={"order_id": order_id, "lines": [
-                                    {"sku": gateway.b.world.skus[0], "quantity": 1, "reason": "NOT_NEEDED"}]})
-            assert r.status_code == 201, r.text
-            return order_id, r.json()["return_id"]
-
-    return asyncio.run(make())
 
 
 def routes(g: Gateway, b_order: str, b_return: str) -> list[tuple]:
@@ -85,7 +58,7 @@ def assert_problem(r: httpx.Response, status: int) -> None:
 
 
 async def test_matrix(gateway: Gateway, b_records, http: httpx.AsyncClient):
-    b_order, b_return = b_records
+    b_order, b_return = b_records.order_id, b_records.return_id
     a = gateway.a
     checked = 0
     for method, path, scope, body, other, other_status in routes(gateway, b_order, b_return):
@@ -122,7 +95,7 @@ async def test_matrix(gateway: Gateway, b_records, http: httpx.AsyncClient):
 
 
 async def test_other_tenant_id_answers_exactly_like_a_missing_one(gateway, b_records, http):
-    b_order, b_return = b_records
+    b_order, b_return = b_records.order_id, b_records.return_id
     for kind, real in (("orders", b_order), ("returns", b_return)):
         other = await http.get(f"/v1/{kind}/{real}", headers=gateway.a.auth())
         missing = await http.get(f"/v1/{kind}/NOPE-{uuid.uuid4().hex[:8]}", headers=gateway.a.auth())
@@ -134,7 +107,7 @@ async def test_other_tenant_id_answers_exactly_like_a_missing_one(gateway, b_rec
 
 
 async def test_listings_hold_only_the_callers_records(gateway, b_records, http):
-    b_order, b_return = b_records
+    b_order, b_return = b_records.order_id, b_records.return_id
     await submit(http, gateway.a)
     orders = (await http.get("/v1/orders?page_size=100", headers=gateway.a.auth())).json()["orders"]
     assert orders and {o["customer_id"] for o in orders} == {gateway.a.customer_id}
@@ -183,7 +156,7 @@ async def test_grpc_edge_returns_keeps_tenants_apart(gateway: Gateway, b_records
     from crossdock.returns.v1 import returns_pb2 as rpb
     from crossdock.returns.v1 import returns_pb2_grpc
 
-    b_order, b_return = b_records
+    b_order, b_return = b_records.order_id, b_records.return_id
     as_a = (("authorization", f"Bearer {gateway.a.tokens['all']}"),)
     as_b = (("authorization", f"Bearer {gateway.b.tokens['all']}"),)
     async with grpc.aio.insecure_channel(gateway.grpc_addr) as ch:
