@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     # Seconds after which a WMS movement ERP has not applied counts as lost.
     reconcile_grace: float = Field(default=60.0, ge=0)
 
+    # Seals page tokens (services/mesh/paging.py): HMAC key shared by a service's
+    # replicas; empty = a random key kept in <data_dir>/page-token.key.
+    page_token_key: str = Field(default="", repr=False)
+
     # ---- gateway (experience API) ----
     # HTTP/JSON port; 0 picks a free one and writes it to <data_dir>/gateway-http.port.
     gateway_http_host: str = "127.0.0.1"
