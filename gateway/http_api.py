@@ -338,7 +338,10 @@ def create_app(core) -> FastAPI:
             return client
         return Depends(dependency)
 
-    async def call(coro, kind: str = "resource", name: str = ""):
+    async def call(coro, kind: str = "", name: str = ""):
+        """A downstream call; its failure as a problem. ``kind``/``name``: the one record the
+        call looks up, whose NOT_FOUND the gateway words itself (like another tenant's record);
+        any other NOT_FOUND keeps the downstream's words (the SKU or warehouse that is missing)."""
         try:
             return await coro
         except Exception as err:  # noqa: BLE001 - every downstream failure becomes a problem
@@ -411,7 +414,7 @@ def create_app(core) -> FastAPI:
                 if body.shortage_policy else 0)
             if body.ship_to:
                 req.ship_to.CopyFrom(Address(**body.ship_to.model_dump()))
-            r = await call(core.ots.SubmitOrder(req), "customer", customer)
+            r = await call(core.ots.SubmitOrder(req))
             request.state.resource = r.order.order_id
             return 201, convert.order(r.order), {"Location": f"/v1/orders/{r.order.order_id}"}
 
@@ -459,7 +462,7 @@ def create_app(core) -> FastAPI:
                 request_id=request_id(client, idempotency_key), order_id=body.order_id,
                 lines=[rpb.ReturnLine(sku=ln.sku, quantity=ln.quantity, note=ln.note,
                                       reason=rpb.ReturnReason.Value(f"RETURN_REASON_{ln.reason}"))
-                       for ln in body.lines])), "order", body.order_id)
+                       for ln in body.lines])))
             request.state.resource = r.customer_return.return_id
             return 201, convert.customer_return(r.customer_return), {
                 "Location": f"/v1/returns/{r.customer_return.return_id}"}

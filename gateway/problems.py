@@ -78,7 +78,7 @@ def bad_page_token(description: str = "not a page token of this listing") -> Pro
                    errors=[{"field": "query.page_token", "description": description}])
 
 
-def from_grpc(err: Exception, kind: str = "resource", name: str = "") -> Problem:
+def from_grpc(err: Exception, kind: str = "", name: str = "") -> Problem:
     """A process/system service's error as a problem (never its stack, never a 500)."""
     if isinstance(err, DomainError):  # raised locally, e.g. an open circuit breaker
         if err.code == 14:
@@ -98,7 +98,10 @@ def from_grpc(err: Exception, kind: str = "resource", name: str = "") -> Problem
             return bad_page_token(token[0]["description"])
         return Problem(422, "invalid-request", err.details() or "invalid request", errors=errors)
     if code == grpc.StatusCode.NOT_FOUND:
-        return not_found(kind, name) if name else Problem(404, "not-found", err.details() or "not found")
+        if kind and name:  # the record the route looked up
+            return not_found(kind, name)
+        # Something the request refers to is missing (an item, a warehouse...): as the service said it.
+        return Problem(404, "not-found", err.details() or "not found")
     if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.ABORTED):
         reason = ""
         status = status_details(err)

@@ -114,3 +114,34 @@ async def test_another_tenants_id_reads_exactly_like_a_missing_one_over_http(
         assert http_shape(foreign, foreign_id) == http_shape(missing, nope), what
     assert (await http.get(f"/v1/orders/{b_records.order_id}", headers=b.auth())).status_code == 200
     assert (await http.get(f"/v1/returns/{b_records.return_id}", headers=b.auth())).status_code == 200
+
+
+async def test_an_unknown_sku_or_warehouse_is_named_not_the_customer(
+        gateway: Gateway, http: httpx.AsyncClient):
+    """Issue 13 defect 4: the refusal names the resource actually missing, on every path."""
+    a = gateway.a
+    nope_sku, nope_wh = missing_id("SKU"), missing_id("WH")
+    cases = {"item": ({"lines": [{"sku": nope_sku, "quantity": 1}], "warehouse_id": a.world.warehouse_id},
+                      nope_sku),
+             "warehouse": ({"lines": [{"sku": a.world.skus[0], "quantity": 1}], "warehouse_id": nope_wh},
+                           nope_wh)}
+    for kind, (body, missing) in cases.items():
+        r = await http.post("/v1/orders", json=body, headers={**a.auth(), "Idempotency-Key": str(uuid.uuid4())})
+        assert r.status_code == 404, (kind, r.text)
+        assert missing in r.json()["detail"] and a.customer_id not in r.text, (kind, r.text)
+    async with grpc.aio.insecure_channel(gateway.grpc_addr) as ch:
+        stub = order_to_ship_pb2_grpc.OrderToShipServiceStub(ch)
+        for kind, (body, missing) in cases.items():
+            req = ots.SubmitOrderRequest(request_id=str(uuid.uuid4()), warehouse_id=body["warehouse_id"],
+                                         lines=[ots.OrderLine(sku=ln["sku"], quantity=ln["quantity"])
+                                                for ln in body["lines"]])
+            err = await failure(stub.SubmitOrder(req, metadata=bearer(a.tokens["all"])))
+            assert err.code() == grpc.StatusCode.NOT_FOUND, (kind, err)
+            info = detail(err, error_details_pb2.ResourceInfo)
+            assert (info.resource_type, info.resource_name) == (kind, missing), (kind, info)
+            assert a.customer_id not in err.details()
+    # A known SKU in a known warehouse is taken (the two refusals were about what was named).
+    ok = await http.post("/v1/orders", json={"lines": [{"sku": a.world.skus[0], "quantity": 1}],
+                                             "warehouse_id": a.world.warehouse_id},
+                         headers={**a.auth(), "Idempotency-Key": str(uuid.uuid4())})
+    assert ok.status_code == 201, ok.text

@@ -53,3 +53,29 @@ def test_an_open_breaker_is_a_503_with_retry_after_and_anything_else_never_a_500
     p = from_grpc(DownstreamUnavailable("wms"))
     assert p.status == 503 and p.headers["Retry-After"]
     assert from_grpc(RuntimeError("boom")).status == 502
+
+
+def _downstream(err):
+    import grpc
+    from grpc_status import rpc_status
+
+    status = rpc_status.to_status(err.to_status())
+    return grpc.aio.AioRpcError(status.code, grpc.aio.Metadata(),
+                                grpc.aio.Metadata(*status.trailing_metadata), status.details)
+
+
+def test_a_missing_reference_keeps_the_downstream_words_a_looked_up_record_gets_the_gateways():
+    from services.mesh.errors import NotFound
+
+    err = _downstream(NotFound("item", "SKU-9", "unknown SKU(s): SKU-9"))
+    assert from_grpc(err).detail == "unknown SKU(s): SKU-9"
+    # The record a route looked up: worded by the gateway, the same as for another tenant's.
+    assert from_grpc(err, "order", "ORD-1").detail == "order 'ORD-1' not found"
+
+
+def test_a_bad_page_token_is_a_400_naming_it():
+    from services.mesh.errors import InvalidArgument
+
+    p = from_grpc(_downstream(InvalidArgument([("page_token", "not a page token")])))
+    assert p.status == 400 and p.errors == [{"field": "query.page_token", "description": "not a page token"}]
+    assert from_grpc(_downstream(InvalidArgument([("lines[0].sku", "required")]))).status == 422
