@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from crossdock.admin.v1 import admin_pb2_grpc
 from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
@@ -23,6 +26,7 @@ from . import http_api
 from .governance import Governance
 from .grpc_edge import Edge, OrderToShipEdge, ReturnsEdge
 from .guard import Guard
+from .problems import PROBLEM_MEDIA, Problem
 from .store import metadata
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -74,6 +78,21 @@ class Core:
         return ResilientStub(service, cls(channel), app.clients.breakers, app.settings.rpc_timeout)
 
 
+class ProblemH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, answering a request it cannot parse (malformed
+    request line or headers) with a problem+json 400 instead of text/plain: the
+    one error shape of the API, as far as the server controls it."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps(Problem(400, "malformed-request", msg).body()).encode()
+        headers = [(b"content-type", PROBLEM_MEDIA.encode()), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+
+
 class _Server(uvicorn.Server):
     # The ServiceApp owns SIGTERM/SIGINT (graceful stop of both transports).
     @contextlib.contextmanager
@@ -111,7 +130,7 @@ def bootstrap(app: ServiceApp, guard: Guard) -> None:
     async def http_server(stopping: asyncio.Event) -> None:
         sock = bind_http(app)
         config = uvicorn.Config(fastapi_app, log_config=None, access_log=False, lifespan="off",
-                                server_header=False, timeout_graceful_shutdown=5)
+                                server_header=False, timeout_graceful_shutdown=5, http=ProblemH11Protocol)
         server = _Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         app.log.info("gateway.http.started", port=sock.getsockname()[1])

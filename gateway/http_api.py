@@ -3,6 +3,7 @@ bearer API keys, scopes, tenant isolation, quotas, idempotency and audit."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -12,7 +13,7 @@ from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import text
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -28,6 +29,7 @@ from crossdock.wms.v1 import wms_pb2
 from . import convert
 from .governance import ApiClient, fingerprint, trace_id_from
 from .problems import PROBLEM_MEDIA, Problem, bad_page_token, from_grpc, not_found, responses
+from .validation import CONTROL_MESSAGE, has_control_characters
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 IdStr = Annotated[str, Field(pattern=ID, max_length=64)]
@@ -36,6 +38,8 @@ IdStr = Annotated[str, Field(pattern=ID, max_length=64)]
 LITERALS = {"true", "false", "null"}
 NOT_LITERAL = {"not": {"enum": sorted(LITERALS)}}
 SkuStr = Annotated[str, StringConstraints(pattern=ID, max_length=64), Field(json_schema_extra=NOT_LITERAL)]
+# A free-text query value: no control character (see validation.CONTROL).
+TEXT = r"^[^\x00-\x1f\x7f-\x9f]*$"
 # The shape of a sealed page token (services/mesh/paging.py): anything else is
 # refused here; the service that made it checks its seal and its filter.
 PAGE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,1000}\.[A-Za-z0-9_-]{1,64}$")
@@ -49,6 +53,14 @@ class Strict(BaseModel):
     # A field the client must not set (price, status...) is refused, not ignored.
     # Strict: `"repair": 0` is not a boolean, `"quantity": "1"` not a number.
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_control_characters(cls, value):
+        # NUL, C0 (but tab and line breaks), DEL, C1, lone surrogates: the same rule as the gRPC edge.
+        if isinstance(value, str) and has_control_characters(value):
+            raise ValueError(CONTROL_MESSAGE)
+        return value
 
 
 class OrderLineIn(Strict):
@@ -197,31 +209,46 @@ register_url_convertor("rid", ResourceId())
 
 
 class BodyLimit:
-    """Pure ASGI middleware: 413 for a body over the limit (declared or streamed)."""
+    """Pure ASGI middleware: 413 for a body over the limit, declared (Content-Length)
+    or streamed (chunked). The body is read here, at most ``max_body`` bytes, and
+    handed to the app whole: the app never sees an over-long body, and the 413 is
+    this middleware's own answer (raised inside the app's body parsing, FastAPI
+    would turn it into a 400)."""
 
     def __init__(self, app, max_body: int) -> None:
         self.app = app
         self.max_body = max_body
+
+    def too_large(self) -> Problem:
+        return Problem(413, "body-too-large", f"request body over {self.max_body} bytes")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            return await _send_problem(send, Problem(413, "body-too-large",
-                                                     f"request body over {self.max_body} bytes"))
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+            return await _send_problem(send, self.too_large())
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise Problem(413, "body-too-large", f"request body over {self.max_body} bytes")
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
+                return await _send_problem(send, self.too_large())
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
 
-        return await self.app(scope, limited, send)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only a disconnect can come
+
+        return await self.app(scope, replay, send)
 
 
 async def _send_problem(send, problem: Problem) -> None:
@@ -302,7 +329,7 @@ def create_app(core) -> FastAPI:
                               errors=[{"field": f"query.{k}", "description": "given more than once"}
                                       for k in repeated])
             response = await call_next(request)
-        except Problem as p:  # the body limit while streaming
+        except Problem as p:
             response = problem_response(p, request.url.path)
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
             route = request.scope.get("route")
@@ -426,10 +453,13 @@ def create_app(core) -> FastAPI:
                         client: ApiClient = require("orders:read")):
         return convert.order(await owned_order(client, order_id))
 
-    @app.get("/v1/orders", response_model=convert.OrderPage, tags=["orders"],
-             responses={**AUTH, **responses(400, 422), **UPSTREAM})
+    @app.get("/v1/orders", response_model=convert.OrderPage, response_model_exclude_none=True,
+             tags=["orders"], responses={**AUTH, **responses(400, 422), **UPSTREAM})
     async def list_orders(page_size: int = page_size_q(), page_token: PageToken = "",
                           customer_id: Annotated[str | None, Query(pattern=ID)] = None,
+                          view: Annotated[Literal["BASIC", "FULL"], Query(description=(
+                              "AIP-157: BASIC (default) leaves out each order's lines and timeline; "
+                              "FULL has them (one lookup per order listed)"))] = "BASIC",
                           client: ApiClient = require("orders:read")):
         check_page_token(page_token)
         if client.customer_id and customer_id not in (None, client.customer_id):
@@ -437,7 +467,20 @@ def create_app(core) -> FastAPI:
                           errors=[{"field": "customer_id", "description": "not your customer"}])
         r = await call(core.ots.ListOrders(ots.ListOrdersRequest(
             page_size=page_size, page_token=page_token, customer_id=client.customer_id or customer_id or "")))
-        return {"orders": [convert.order(o) for o in r.orders], "next_page_token": r.next_page_token}
+        if view == "BASIC":
+            orders = [convert.order_summary(o) for o in r.orders]
+        else:
+            # Order-to-ship's ListOrders carries no lines: each order as GET /v1/orders/{id} has it.
+            lookups = asyncio.Semaphore(8)
+
+            async def full(o: ots.Order) -> dict:
+                async with lookups:
+                    got = await call(core.ots.GetOrder(ots.GetOrderRequest(order_id=o.order_id)),
+                                     "order", o.order_id)
+                return convert.order(got.order)
+
+            orders = list(await asyncio.gather(*(full(o) for o in r.orders)))
+        return {"orders": orders, "next_page_token": r.next_page_token}
 
     @app.post("/v1/orders/{order_id:rid}:cancel", response_model=convert.OrderOut, tags=["orders"],
               responses={**AUTH, **responses(404, 409, 422), **UPSTREAM})
@@ -511,7 +554,7 @@ def create_app(core) -> FastAPI:
     async def shipping_options(country_code: Annotated[str, Query(pattern=r"^[A-Z]{2}$")],
                                weight_grams: Annotated[int, Query(ge=1, le=10_000_000)],
                                currency_code: Annotated[str, Query(pattern=r"^[A-Z]{3}$")] = "USD",
-                               postal_code: Annotated[str, Query(max_length=20)] = "",
+                               postal_code: Annotated[str, Query(max_length=20, pattern=TEXT)] = "",
                                client: ApiClient = require("lookups")):
         r = await call(core.tms.GetShippingOptions(tms_pb2.GetShippingOptionsRequest(
             destination=Address(country_code=country_code, postal_code=postal_code),
@@ -527,7 +570,7 @@ def create_app(core) -> FastAPI:
              responses={**AUTH, **responses(422), **UPSTREAM})
     async def dead_letters(page_size: int = page_size_q(),
                            page_token: Annotated[str, Query(pattern=r"^([1-9][0-9]{0,17})?$")] = "",
-                           consumer: Annotated[str | None, Query(max_length=128)] = None,
+                           consumer: Annotated[str | None, Query(max_length=128, pattern=TEXT)] = None,
                            client: ApiClient = require("admin", internal=True)):
         r = await call(core.dead_letters.ListDeadLetters(admin_pb2.ListDeadLettersRequest(
             page_size=page_size, page_token=page_token, consumer=consumer or "")))
@@ -561,7 +604,7 @@ def create_app(core) -> FastAPI:
     @app.get("/v1/admin/audit", response_model=AuditPage, tags=["admin"], responses={**AUTH, **responses(422)})
     async def audit(limit: int = page_size_q(),
                     before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-                    client_id: Annotated[str | None, Query(max_length=64)] = None,
+                    client_id: Annotated[str | None, Query(max_length=64, pattern=TEXT)] = None,
                     client: ApiClient = require("admin", internal=True)):
         rows = await gov.audit_page(limit=limit, before_id=before, client_id=client_id or "")
         entries = [{**r, "at": r["at"].isoformat()} for r in rows]
