@@ -120,37 +120,47 @@ async def abort_with(context: grpc.aio.ServicerContext, err: DomainError,
 
 
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Turns DomainError into a rich status; anything else into a bare INTERNAL."""
+    """Turns DomainError into a rich status (google.rpc.Status with its details), a
+    downstream that is away into UNAVAILABLE, anything else into a bare INTERNAL
+    (logged, never its text): for unary and streaming methods alike. A stream that
+    fails after some responses ends with that status after them."""
 
     async def intercept_service(self, continuation, handler_call_details):
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        inner = handler.unary_unary
+        if handler is None:
+            return None
         method = handler_call_details.method
 
-        async def unary(request, context: grpc.aio.ServicerContext):
+        async def around(inner, request, context):
             try:
-                return await inner(request, context)
-            except DomainError as err:
-                status = rpc_status.to_status(err.to_status())
-                await context.abort(status.code, status.details, status.trailing_metadata)
-            except grpc.aio.AbortError:
+                return await call_unary(inner, request, context)
+            except Exception as exc:  # noqa: BLE001 - mapped, then re-raised as an abort
+                await _map_error(exc, context, method)
                 raise
-            except grpc.aio.AioRpcError as err:
-                # A downstream call failed: say which, keep its code when it is
-                # one a caller can act on.
-                code = err.code()
-                if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
-                    await context.abort(grpc.StatusCode.UNAVAILABLE,
-                                        f"a downstream system is unavailable: {err.details()}")
-                raise
-            except Exception:
-                log.exception("rpc.internal_error", method=method)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        async def stream_around(inner, request, context):
+            try:
+                async for message in responses(inner, request, context):
+                    yield message
+            except Exception as exc:  # noqa: BLE001
+                await _map_error(exc, context, method)
+                raise
+
+        return wrap_handler(handler, around, stream_around)
+
+
+async def _map_error(exc: Exception, context: grpc.aio.ServicerContext, method: str) -> None:
+    """Abort the call with the status ``exc`` stands for (returns only for an abort already made)."""
+    if isinstance(exc, grpc.aio.AbortError):
+        return
+    if isinstance(exc, DomainError):
+        await abort_with(context, exc)
+    if isinstance(exc, grpc.aio.AioRpcError):
+        # A downstream call failed: say which, keep its code when it is one a caller can act on.
+        if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):
+            await context.abort(grpc.StatusCode.UNAVAILABLE,
+                                f"a downstream system is unavailable: {exc.details()}")
+        log.error("rpc.downstream_error", method=method, code=exc.code().name, details=exc.details())
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+    log.exception("rpc.internal_error", method=method, exc_info=exc)
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error")
