@@ -155,6 +155,8 @@ async def _map_error(exc: Exception, context: grpc.aio.ServicerContext, method: 
         return
     if isinstance(exc, DomainError):
         await abort_with(context, exc)
+    if isinstance(exc, NotImplementedError):  # a method the servicer leaves to the generated base
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "method not implemented")
     if isinstance(exc, grpc.aio.AioRpcError):
         # A downstream call failed: say which, keep its code when it is one a caller can act on.
         if exc.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNAVAILABLE):

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gateway.__main__ import MIGRATIONS
-from gateway.governance import SCOPES, create_client
+from gateway.governance import SCOPES, create_client, revoke_client
 from gateway.store import metadata
 from services.mesh.store import Store
 from tests.e2e.conftest import Stubs, World, make_world, start_mesh
@@ -55,6 +55,13 @@ class Gateway:
         finally:
             await store.close()
         return token
+
+    async def revoke(self, token: str) -> None:
+        store = Store("gateway", self.store_url, metadata)
+        try:
+            assert await revoke_client(store, token.split(".")[0].removeprefix("cdk_"))
+        finally:
+            await store.close()
 
 
 @pytest.fixture(scope="package")

@@ -109,3 +109,20 @@ async def test_export_settlement_of_a_failing_store_is_internal_and_logged(start
     assert "credit_memos" not in (e.value.debug_error_string() or "")
     await eventually(lambda: "rpc.internal_error" in erp.log_path.read_text()
                      and "ExportSettlement" in erp.log_path.read_text(), timeout=10, what="the error logged")
+
+
+async def test_a_method_the_servicer_leaves_to_the_generated_base_is_unimplemented():
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()])
+    erp_pb2_grpc.add_ErpServiceServicer_to_server(erp_pb2_grpc.ErpServiceServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = erp_pb2_grpc.ErpServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as e:
+                await stub.GetCustomer(erp_pb2.GetCustomerRequest(customer_id="C-1"))
+            assert e.value.code() == grpc.StatusCode.UNIMPLEMENTED
+            _, err = await exported(stub)
+            assert err.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.stop(0)
