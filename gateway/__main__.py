@@ -15,14 +15,14 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from crossdock.admin.v1 import admin_pb2_grpc
+from crossdock.admin.v1 import admin_pb2_grpc, api_clients_pb2_grpc
 from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
 from crossdock.reconciliation.v1 import reconciliation_pb2_grpc
 from crossdock.returns.v1 import returns_pb2_grpc
-from services.mesh.app import ResilientStub, ServiceApp, run
-from services.mesh.grpcutil import client_channel
+from services.mesh.app import ServiceApp, run
 
 from . import http_api
+from .admin_api import ApiClientServicer
 from .governance import Governance
 from .grpc_edge import Edge, OrderToShipEdge, ReturnsEdge
 from .guard import Guard
@@ -63,19 +63,13 @@ class Core:
     @cached_property
     def dead_letters(self) -> Any:
         # Served by every service (the dead-letter stream is shared).
-        return self._stub(self.app, "ordertoship", admin_pb2_grpc.DeadLetterServiceStub,
-                          "crossdock.admin.v1.DeadLetterService")
+        return self.app.clients.stub_of("ordertoship", admin_pb2_grpc.DeadLetterServiceStub,
+                                        "crossdock.admin.v1.DeadLetterService")
 
     @cached_property
     def reconciliation(self) -> Any:
-        return self._stub(self.app, "returns", reconciliation_pb2_grpc.ReconciliationServiceStub,
-                          "crossdock.reconciliation.v1.ReconciliationService")
-
-    @staticmethod
-    def _stub(app: ServiceApp, service: str, cls: Any, full_name: str) -> ResilientStub:
-        channel = client_channel(app.settings.addr(service), [full_name])
-        app.clients._channels[f"{service}:{full_name}"] = channel  # noqa: SLF001 - closed with the others
-        return ResilientStub(service, cls(channel), app.clients.breakers, app.settings.rpc_timeout)
+        return self.app.clients.stub_of("returns", reconciliation_pb2_grpc.ReconciliationServiceStub,
+                                        "crossdock.reconciliation.v1.ReconciliationService")
 
 
 class ProblemH11Protocol(H11Protocol):
@@ -125,6 +119,8 @@ def bootstrap(app: ServiceApp, guard: Guard) -> None:
                      OrderToShipEdge(edge), "crossdock.ordertoship.v1.OrderToShipService")
     app.add_servicer(returns_pb2_grpc.add_ReturnsServiceServicer_to_server,
                      ReturnsEdge(edge), "crossdock.returns.v1.ReturnsService")
+    app.add_servicer(api_clients_pb2_grpc.add_ApiClientServiceServicer_to_server,
+                     ApiClientServicer(app.store), "crossdock.admin.v1.ApiClientService")
     fastapi_app = http_api.create_app(core)
 
     async def http_server(stopping: asyncio.Event) -> None:

@@ -147,3 +147,17 @@ def list_returns(r: rpb.ListReturnsRequest, cap: int) -> list[tuple[str, str]]:
     _id(v, "order_id", r.order_id, required=False)
     _id(v, "customer_id", r.customer_id, required=False)
     return v
+
+
+def create_api_client(r, scopes: tuple[str, ...]) -> list[tuple[str, str]]:
+    v: list[tuple[str, str]] = []
+    _id(v, "channel", r.channel)
+    _id(v, "customer_id", r.customer_id, required=False)
+    if len(r.name) > 200:
+        v.append(("name", "at most 200 characters"))
+    for i, scope in enumerate(r.scopes):
+        if scope not in scopes:
+            v.append((f"scopes[{i}]", f"unknown scope; one of {', '.join(scopes)}"))
+    if not 0 <= r.rate_limit <= 1_000_000:  # NaN fails both comparisons
+        v.append(("rate_limit", "requests per second, 0 (the gateway default) to 1000000"))
+    return v

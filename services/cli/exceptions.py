@@ -11,9 +11,8 @@ import typer
 from rich.table import Table
 
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
-from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
 
-from .rpc import channel, console, run
+from .rpc import Stubs, console, run
 
 app = typer.Typer(help=__doc__, no_args_is_help=True)
 policy_app = typer.Typer(help="Exception policies: SHIP_PARTIAL, HOLD or CANCEL_LINES.", no_args_is_help=True)
@@ -29,10 +28,6 @@ def _name(enum, value: int, prefix: str) -> str:
 
 def _lines(items) -> str:
     return ", ".join(f"{q.sku} x{q.quantity}" for q in items) or "-"
-
-
-def _stub(ch):
-    return order_to_ship_pb2_grpc.OrderToShipServiceStub(ch)
 
 
 def print_exception(e: pb.OrderException) -> None:
@@ -53,8 +48,8 @@ def list_(
 ) -> None:
     """The work list: open exceptions, oldest first."""
     async def main() -> None:
-        async with channel("ordertoship") as ch:
-            r = await _stub(ch).ListExceptions(pb.ListExceptionsRequest(
+        async with Stubs() as s:
+            r = await s.ots.ListExceptions(pb.ListExceptionsRequest(
                 page_size=limit, order_id=order_id, status=0 if all_ else pb.EXCEPTION_STATUS_OPEN))
         t = Table("exception", "order", "kind", "missing", "status", "decided by", "action")
         for e in r.exceptions:
@@ -71,8 +66,8 @@ def list_(
 def show(exception_id: str) -> None:
     """One exception and the state of its order."""
     async def main() -> None:
-        async with channel("ordertoship") as ch:
-            r = await _stub(ch).GetException(pb.GetExceptionRequest(exception_id=exception_id))
+        async with Stubs() as s:
+            r = await s.ots.GetException(pb.GetExceptionRequest(exception_id=exception_id))
         print_exception(r.exception)
         console.print(f"order {r.order.order_id}: {pb.OrderStatus.Name(r.order.status).removeprefix('ORDER_STATUS_')}"
                       f" ({r.order.status_reason or '-'})")
@@ -93,8 +88,8 @@ def resolve(
         raise typer.BadParameter(f"one of {', '.join(ACTIONS)}", param_hint="ACTION")
 
     async def main() -> None:
-        async with channel("ordertoship") as ch:
-            r = await _stub(ch).ResolveException(pb.ResolveExceptionRequest(
+        async with Stubs() as s:
+            r = await s.ots.ResolveException(pb.ResolveExceptionRequest(
                 exception_id=exception_id, action=pb.ResolutionAction.Value(f"RESOLUTION_ACTION_{action}"),
                 resolved_by=by or getpass.getuser(), carrier_id=carrier, note=note))
         print_exception(r.exception)
@@ -117,8 +112,8 @@ def policy_set(
         raise typer.BadParameter(f"one of {', '.join(POLICIES)} or NONE", param_hint="POLICY")
 
     async def main() -> None:
-        async with channel("ordertoship") as ch:
-            r = await _stub(ch).SetExceptionPolicy(pb.SetExceptionPolicyRequest(
+        async with Stubs() as s:
+            r = await s.ots.SetExceptionPolicy(pb.SetExceptionPolicyRequest(
                 customer_id=customer, channel=channel_,
                 policy=0 if policy == "NONE" else pb.ExceptionPolicy.Value(f"EXCEPTION_POLICY_{policy}")))
         console.print(f"{r.rule.scope} {r.rule.key or ''}: {_name(pb.ExceptionPolicy, r.rule.policy, 'EXCEPTION_POLICY_')}")
@@ -129,8 +124,8 @@ def policy_set(
 def policy_list() -> None:
     """Every policy: the default, then per customer and per channel."""
     async def main() -> None:
-        async with channel("ordertoship") as ch:
-            r = await _stub(ch).ListExceptionPolicies(pb.ListExceptionPoliciesRequest())
+        async with Stubs() as s:
+            r = await s.ots.ListExceptionPolicies(pb.ListExceptionPoliciesRequest())
         t = Table("scope", "key", "policy")
         for rule in r.rules:
             t.add_row(rule.scope, rule.key or "-", _name(pb.ExceptionPolicy, rule.policy, "EXCEPTION_POLICY_"))

@@ -120,6 +120,16 @@ class Clients:
             self._stubs[service] = ResilientStub(service, raw, self.breakers, self.settings.rpc_timeout)
         return self._stubs[service]
 
+    def stub_of(self, service: str, stub_class: type, full_name: str) -> ResilientStub:
+        """A stub of another API a service serves (e.g. its DeadLetterService), at its address."""
+        key = f"{service}:{full_name}"
+        if key not in self._stubs:
+            channel = client_channel(self.settings.addr(service), [full_name])
+            self._channels[key] = channel
+            self._stubs[key] = ResilientStub(service, stub_class(channel), self.breakers,
+                                             self.settings.rpc_timeout)
+        return self._stubs[key]
+
     @property
     def erp(self) -> Any:
         return self.stub("erp")

@@ -137,6 +137,9 @@ class Settings(BaseSettings):
     gateway_max_page_size: int = Field(default=100, ge=1, le=500)
     # Seconds an idempotency record is kept.
     gateway_idempotency_ttl: float = Field(default=24 * 3600.0, gt=0)
+    # The operator token (services/mesh/operator_token.py): accepted by the gateway as an
+    # internal client with every scope; empty = none (API clients only).
+    gateway_operator_token: str = Field(default="", repr=False)
 
     # ---- replenishment (ERP's simulated supplier and transfers) ----
     # Seconds from a purchase being planned to the supplier's delivery at the

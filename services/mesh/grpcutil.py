@@ -12,7 +12,6 @@ import grpc
 import structlog
 from grpc_status import rpc_status
 
-from . import telemetry
 from .errors import DomainError
 
 log = structlog.get_logger()
@@ -46,13 +45,21 @@ def _retry_service_config(services: list[str]) -> str:
     )
 
 
-def client_channel(addr: str, services: list[str]) -> grpc.aio.Channel:
-    """A channel to one address, or to several replicas ("h:p,h:p") round robin."""
+def client_channel(addr: str, services: list[str], *,
+                   max_receive_bytes: int | None = None) -> grpc.aio.Channel:
+    """THE way to open a channel to a Crossdock service (services, gateway, CLI): one
+    address, or several replicas ("h:p,h:p") round robin; UNAVAILABLE retried with
+    back-off for ``services``; client spans. ``max_receive_bytes``: above gRPC's 4 MB."""
+    # OpenTelemetry is imported when a channel is opened, not when the CLI starts.
+    from . import telemetry
+
     options = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", _retry_service_config(services)),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
+    if max_receive_bytes:
+        options.append(("grpc.max_receive_message_length", max_receive_bytes))
     if "," in addr:
         addr = "ipv4:" + addr
         options.append(("grpc.lb_policy_name", "round_robin"))

@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from . import operator_token
 from .config import SERVICES
 
 # The module that runs a service (`python -m ...`): services/<name>/ but the
@@ -287,6 +288,10 @@ class Mesh:
                if name == "gateway" else {}),
             **self.extra_env,
         }
+        if name == "gateway" and not os.environ.get(operator_token.VARIABLE):
+            # The first admin credential on one machine: made once, kept in the data
+            # folder (mode 0600) where the CLI finds it.
+            env[operator_token.VARIABLE] = operator_token.ensure(self.data_dir)
         for other in SERVICES:
             if addrs := [p.addr for p in self.instances(other)]:
                 env[f"CROSSDOCK_{other.upper()}_ADDR"] = ",".join(addrs)

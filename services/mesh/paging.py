@@ -22,7 +22,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 from pathlib import Path
@@ -31,6 +30,7 @@ from sqlalchemy import Column, Select, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .errors import InvalidArgument
+from .secretfile import create_once
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -56,22 +56,7 @@ def load_secret(explicit: str, data_dir: Path) -> bytes:
     if explicit:
         return explicit.encode()
     path = data_dir / KEY_FILE
-    if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.write(fd, secrets.token_hex(32).encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(tmp, path)  # whole file or nothing; the first process to start wins
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    key = path.read_text().strip()
+    key = create_once(path, lambda: secrets.token_hex(32))
     if len(key) < 32:
         raise RuntimeError(f"{path}: a page-token key of at least 32 characters is expected")
     return key.encode()

@@ -2,7 +2,9 @@
 SQLite stores), reached over real HTTP (httpx) and gRPC.
 
 Two tenants (customers with their own items and warehouse), each with API
-clients of the scopes the tests need, and an internal admin client.
+clients of the scopes the tests need, and an internal admin client: all made
+through the gateway's own admin API (ApiClientService) with the operator token
+the launcher made for the mesh, as `crossdock clients` does.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 
+import grpc
 import httpx
 import pytest
 
-from gateway.__main__ import MIGRATIONS
-from gateway.governance import SCOPES, create_client, revoke_client
-from gateway.store import metadata
-from services.mesh.store import Store
+from crossdock.admin.v1 import api_clients_pb2 as cpb
+from crossdock.admin.v1 import api_clients_pb2_grpc
+from gateway.governance import SCOPES
+from services.mesh import operator_token
 from tests.e2e.conftest import Stubs, World, make_world, start_mesh
 from tests.helpers import eventually
 
@@ -35,6 +38,16 @@ class Tenant:
         return {"Authorization": f"Bearer {self.tokens[label]}"}
 
 
+async def create_client(grpc_addr: str, operator: str, *, name: str = "test", channel: str = "tests",
+                        customer: str = "", scopes: list[str], rate: float = 0) -> str:
+    async with grpc.aio.insecure_channel(grpc_addr) as ch:
+        r = await api_clients_pb2_grpc.ApiClientServiceStub(ch).CreateApiClient(
+            cpb.CreateApiClientRequest(name=name, channel=channel, customer_id=customer, scopes=scopes,
+                                       rate_limit=rate),
+            metadata=(("authorization", f"Bearer {operator}"),), timeout=10)
+    return r.token
+
+
 @dataclass
 class Gateway:
     url: str
@@ -42,26 +55,20 @@ class Gateway:
     a: Tenant
     b: Tenant
     admin_token: str
-    store_url: str
+    operator_token: str
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token}"}
 
     async def new_client(self, scopes: list[str], *, customer: str = "", rate: float = 0) -> str:
-        store = Store("gateway", self.store_url, metadata)
-        try:
-            _, token = await create_client(store, name="test", channel="tests", customer_id=customer,
-                                           scopes=scopes, rate_limit=rate)
-        finally:
-            await store.close()
-        return token
+        return await create_client(self.grpc_addr, self.operator_token, customer=customer, scopes=scopes,
+                                   rate=rate)
 
     async def revoke(self, token: str) -> None:
-        store = Store("gateway", self.store_url, metadata)
-        try:
-            assert await revoke_client(store, token.split(".")[0].removeprefix("cdk_"))
-        finally:
-            await store.close()
+        async with grpc.aio.insecure_channel(self.grpc_addr) as ch:
+            await api_clients_pb2_grpc.ApiClientServiceStub(ch).RevokeApiClient(
+                cpb.RevokeApiClientRequest(client_id=token.split(".")[0].removeprefix("cdk_")),
+                metadata=(("authorization", f"Bearer {self.operator_token}"),), timeout=10)
 
 
 @pytest.fixture(scope="package")
@@ -73,7 +80,8 @@ def gw_mesh(tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def gateway(gw_mesh) -> Gateway:
-    store_url = f"sqlite:///{gw_mesh.data_dir / 'gateway.db'}"
+    operator = operator_token.ensure(gw_mesh.data_dir)  # what the launcher gave the gateway
+    addr = gw_mesh.addr("gateway")
 
     async def setup() -> Gateway:
         stubs = Stubs(gw_mesh)
@@ -81,26 +89,21 @@ def gateway(gw_mesh) -> Gateway:
             wa, wb = await make_world(stubs), await make_world(stubs)
         finally:
             await stubs.close()
-        store = Store("gateway", store_url, metadata)
-        await store.migrate(MIGRATIONS)
         tenants = []
-        try:
-            for w in (wa, wb):
-                t = Tenant(w)
-                non_admin = [s for s in SCOPES if s != "admin"]
-                _, t.tokens["all"] = await create_client(store, name="all", channel="ecommerce",
-                                                         customer_id=w.customer_id, scopes=non_admin)
-                # Lacks every scope a route needs (for the 403 column of the matrix).
-                _, t.tokens["none"] = await create_client(store, name="none", channel="ecommerce",
-                                                          customer_id=w.customer_id, scopes=[])
-                # A tenant-bound key with admin scope must still not reach operations.
-                _, t.tokens["admin"] = await create_client(store, name="tenant-admin", channel="ecommerce",
-                                                           customer_id=w.customer_id, scopes=list(SCOPES))
-                tenants.append(t)
-            _, admin = await create_client(store, name="ops", channel="ops", customer_id="", scopes=list(SCOPES))
-        finally:
-            await store.close()
-        return Gateway(gw_mesh.http_url(), gw_mesh.addr("gateway"), tenants[0], tenants[1], admin, store_url)
+        for w in (wa, wb):
+            t = Tenant(w)
+            non_admin = [s for s in SCOPES if s != "admin"]
+            t.tokens["all"] = await create_client(addr, operator, name="all", channel="ecommerce",
+                                                  customer=w.customer_id, scopes=non_admin)
+            # Lacks every scope a route needs (for the 403 column of the matrix).
+            t.tokens["none"] = await create_client(addr, operator, name="none", channel="ecommerce",
+                                                   customer=w.customer_id, scopes=[])
+            # A tenant-bound key with admin scope must still not reach operations.
+            t.tokens["admin"] = await create_client(addr, operator, name="tenant-admin", channel="ecommerce",
+                                                    customer=w.customer_id, scopes=list(SCOPES))
+            tenants.append(t)
+        admin = await create_client(addr, operator, name="ops", channel="ops", scopes=list(SCOPES))
+        return Gateway(gw_mesh.http_url(), addr, tenants[0], tenants[1], admin, operator)
 
     return asyncio.run(setup())
 

@@ -39,7 +39,8 @@ def test_every_method_the_port_serves_has_a_policy(gateway: Gateway):
     # The port serves at least the edge, the runtime's dead letters, health and reflection.
     services = {m.split("/")[1] for m in methods}
     assert {"crossdock.ordertoship.v1.OrderToShipService", "crossdock.returns.v1.ReturnsService",
-            "crossdock.admin.v1.DeadLetterService", "grpc.health.v1.Health"} <= services, services
+            "crossdock.admin.v1.DeadLetterService", "crossdock.admin.v1.ApiClientService",
+            "grpc.health.v1.Health"} <= services, services
     missing = sorted(set(methods) - set(POLICIES))
     assert not missing, f"served without an access policy: {missing}"
     # Public means probes and schema only.

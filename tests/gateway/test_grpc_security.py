@@ -19,6 +19,7 @@ from google.protobuf import descriptor_pool
 from google.protobuf.message_factory import GetMessageClass
 
 import crossdock.admin.v1.admin_pb2  # noqa: F401  (registers the descriptors used by name)
+import crossdock.admin.v1.api_clients_pb2  # noqa: F401
 import crossdock.ordertoship.v1.order_to_ship_pb2  # noqa: F401
 import crossdock.returns.v1.returns_pb2  # noqa: F401
 from gateway.guard import POLICIES, PUBLIC
@@ -93,6 +94,9 @@ ROWS: dict[str, Row] = {
     DLQ + "GetDeadLetter": Row(lambda i: {"dead_letter_id": NOPE}, admin=True),
     DLQ + "ReplayDeadLetter": Row(lambda i: {"dead_letter_id": NOPE}, admin=True),
     DLQ + "DiscardDeadLetter": Row(lambda i: {"dead_letter_id": NOPE}, admin=True),
+    CLIENTS + "CreateApiClient": Row(lambda i: {"channel": "matrix", "scopes": ["lookups"]}, admin=True),
+    CLIENTS + "ListApiClients": Row(lambda i: {}, admin=True),
+    CLIENTS + "RevokeApiClient": Row(lambda i: {"client_id": "cl_nope"}, admin=True),
 }
 
 
