@@ -41,8 +41,8 @@ class ApiClientServicer(api_clients_pb2_grpc.ApiClientServiceServicer):
             self.store, name=request.name or request.channel, channel=request.channel,
             customer_id=request.customer_id, scopes=list(request.scopes), rate_limit=request.rate_limit)
         set_resource(client_id)
-        return pb.CreateApiClientResponse(api_client=to_pb(await governance.get_client(self.store, client_id)),
-                                          token=token)
+        made = await governance.get_client(self.store, client_id)
+        return pb.CreateApiClientResponse(api_client=to_pb(made), token=token)
 
     async def ListApiClients(self, request, context):
         rows, token = await governance.list_clients(self.store, request.page_size, request.page_token)

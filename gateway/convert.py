@@ -128,11 +128,13 @@ def _timeline(entries, status_name) -> list[dict]:
 
 
 def order_status(value: int) -> str:
-    return ots.OrderStatus.Name(value).removeprefix("ORDER_STATUS_") if value in ots.OrderStatus.values() else ""
+    known = value in ots.OrderStatus.values()
+    return ots.OrderStatus.Name(value).removeprefix("ORDER_STATUS_") if known else ""
 
 
 def return_status(value: int) -> str:
-    return rpb.ReturnStatus.Name(value).removeprefix("RETURN_STATUS_") if value in rpb.ReturnStatus.values() else ""
+    known = value in rpb.ReturnStatus.values()
+    return rpb.ReturnStatus.Name(value).removeprefix("RETURN_STATUS_") if known else ""
 
 
 def order_summary(o: ots.Order) -> dict:

@@ -138,7 +138,8 @@ class ReturnsEdge(returns_pb2_grpc.ReturnsServiceServicer):
 
     async def GetReturn(self, request, context):
         _check(validation.return_id(request))
-        return rpb.GetReturnResponse(customer_return=await self.e.owned_return(context, caller(), request.return_id))
+        found = await self.e.owned_return(context, caller(), request.return_id)
+        return rpb.GetReturnResponse(customer_return=found)
 
     async def ListReturns(self, request, context):
         client = caller()

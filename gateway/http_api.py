@@ -543,7 +543,8 @@ def create_app(core) -> FastAPI:
         literal = [f for f, v in [*(("sku", x) for x in sku), ("warehouse", warehouse)] if v in LITERALS]
         if literal:
             raise Problem(422, "invalid-request", "true, false and null are not identifiers",
-                          errors=[{"field": f"query.{f}", "description": "not an identifier"} for f in literal])
+                          errors=[{"field": f"query.{f}", "description": "not an identifier"}
+                                  for f in literal])
         r = await call(core.wms.GetAvailability(wms_pb2.GetAvailabilityRequest(
             skus=sku, warehouse_id=warehouse or "")))
         return {"positions": [{"sku": p.sku, "warehouse_id": p.warehouse_id, "on_hand": p.on_hand,
@@ -599,9 +600,11 @@ def create_app(core) -> FastAPI:
         run = r.run
         request.state.resource = run.run_id
         return {"run_id": run.run_id, "repair": run.repair, "positions_checked": run.positions_checked,
-                "in_flight": run.in_flight, "drift_count": run.drift_count, "repaired_count": run.repaired_count}
+                "in_flight": run.in_flight, "drift_count": run.drift_count,
+                "repaired_count": run.repaired_count}
 
-    @app.get("/v1/admin/audit", response_model=AuditPage, tags=["admin"], responses={**AUTH, **responses(422)})
+    @app.get("/v1/admin/audit", response_model=AuditPage, tags=["admin"],
+             responses={**AUTH, **responses(422)})
     async def audit(limit: int = page_size_q(),
                     before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
                     client_id: Annotated[str | None, Query(max_length=64, pattern=TEXT)] = None,
@@ -634,7 +637,8 @@ def create_app(core) -> FastAPI:
             return app.openapi_schema
         from fastapi.openapi.utils import get_openapi
 
-        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        spec = get_openapi(title=app.title, version=app.version, description=app.description,
+                           routes=app.routes)
         spec.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
         spec.get("components", {}).get("schemas", {}).pop("ValidationError", None)
         for path, ops in spec["paths"].items():

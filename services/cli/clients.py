@@ -24,7 +24,8 @@ SCOPES = "orders:read, orders:write, returns:read, returns:write, lookups, admin
 def create(
     channel: Annotated[str, typer.Option(help="the channel: ecommerce, returns-portal, cs-desk, ...")],
     scopes: Annotated[str, typer.Option(help=f"comma-separated: {SCOPES}")],
-    customer: Annotated[str, typer.Option(help="bind to this customer (tenant); empty = every customer")] = "",
+    customer: Annotated[str, typer.Option(
+        help="bind to this customer (tenant); empty = every customer")] = "",
     name: Annotated[str, typer.Option(help="a label")] = "",
     rate: Annotated[float, typer.Option(help="requests per second (0: the gateway default)")] = 0,
 ) -> None:
@@ -57,7 +58,8 @@ def list_() -> None:
         async with Stubs() as s:
             while True:
                 page = await s.api_clients.ListApiClients(
-                    pb.ListApiClientsRequest(page_size=500, page_token=token), metadata=s.operator(), timeout=10)
+                    pb.ListApiClientsRequest(page_size=500, page_token=token),
+                    metadata=s.operator(), timeout=10)
                 found += page.api_clients
                 if not (token := page.next_page_token):
                     return found

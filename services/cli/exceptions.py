@@ -18,8 +18,10 @@ app = typer.Typer(help=__doc__, no_args_is_help=True)
 policy_app = typer.Typer(help="Exception policies: SHIP_PARTIAL, HOLD or CANCEL_LINES.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
-ACTIONS = [n.removeprefix("RESOLUTION_ACTION_") for n in pb.ResolutionAction.keys() if not n.endswith("UNSPECIFIED")]
-POLICIES = [n.removeprefix("EXCEPTION_POLICY_") for n in pb.ExceptionPolicy.keys() if not n.endswith("UNSPECIFIED")]
+ACTIONS = [n.removeprefix("RESOLUTION_ACTION_") for n in pb.ResolutionAction.keys()
+           if not n.endswith("UNSPECIFIED")]
+POLICIES = [n.removeprefix("EXCEPTION_POLICY_") for n in pb.ExceptionPolicy.keys()
+            if not n.endswith("UNSPECIFIED")]
 
 
 def _name(enum, value: int, prefix: str) -> str:
@@ -35,9 +37,10 @@ def print_exception(e: pb.OrderException) -> None:
                   f"on order {e.order_id} ({e.customer_id}), shipment {e.wave} — "
                   f"{_name(pb.ExceptionStatus, e.status, 'EXCEPTION_STATUS_')}")
     console.print(f"  missing: {_lines(e.lines)}; {e.detail}")
-    console.print(f"  policy {_name(pb.ExceptionPolicy, e.policy, 'EXCEPTION_POLICY_')}"
-                  + (f"; resolved by {e.resolved_by}: {_name(pb.ResolutionAction, e.action, 'RESOLUTION_ACTION_')}"
-                     + (f" ({e.note})" if e.note else "") if e.resolved_by else "; waiting for a decision"))
+    action = _name(pb.ResolutionAction, e.action, "RESOLUTION_ACTION_")
+    decided = (f"; resolved by {e.resolved_by}: {action}" + (f" ({e.note})" if e.note else "")
+               if e.resolved_by else "; waiting for a decision")
+    console.print(f"  policy {_name(pb.ExceptionPolicy, e.policy, 'EXCEPTION_POLICY_')}{decided}")
 
 
 @app.command("list")
@@ -69,8 +72,8 @@ def show(exception_id: str) -> None:
         async with Stubs() as s:
             r = await s.ots.GetException(pb.GetExceptionRequest(exception_id=exception_id))
         print_exception(r.exception)
-        console.print(f"order {r.order.order_id}: {pb.OrderStatus.Name(r.order.status).removeprefix('ORDER_STATUS_')}"
-                      f" ({r.order.status_reason or '-'})")
+        status = pb.OrderStatus.Name(r.order.status).removeprefix("ORDER_STATUS_")
+        console.print(f"order {r.order.order_id}: {status} ({r.order.status_reason or '-'})")
     run(main())
 
 
@@ -116,7 +119,8 @@ def policy_set(
             r = await s.ots.SetExceptionPolicy(pb.SetExceptionPolicyRequest(
                 customer_id=customer, channel=channel_,
                 policy=0 if policy == "NONE" else pb.ExceptionPolicy.Value(f"EXCEPTION_POLICY_{policy}")))
-        console.print(f"{r.rule.scope} {r.rule.key or ''}: {_name(pb.ExceptionPolicy, r.rule.policy, 'EXCEPTION_POLICY_')}")
+        policy_name = _name(pb.ExceptionPolicy, r.rule.policy, "EXCEPTION_POLICY_")
+        console.print(f"{r.rule.scope} {r.rule.key or ''}: {policy_name}")
     run(main())
 
 
@@ -128,6 +132,7 @@ def policy_list() -> None:
             r = await s.ots.ListExceptionPolicies(pb.ListExceptionPoliciesRequest())
         t = Table("scope", "key", "policy")
         for rule in r.rules:
-            t.add_row(rule.scope, rule.key or "-", _name(pb.ExceptionPolicy, rule.policy, "EXCEPTION_POLICY_"))
+            t.add_row(rule.scope, rule.key or "-",
+                      _name(pb.ExceptionPolicy, rule.policy, "EXCEPTION_POLICY_"))
         console.print(t)
     run(main())

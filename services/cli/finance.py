@@ -253,7 +253,8 @@ async def export_settlement(erp, start: datetime, end: datetime, out: Path, fmt:
             buf.seek(0)
             buf.truncate()
             on_rows(result.rows)
-        if result.from_rows != {c: t for c, t in result.from_erp.items() if t.invoice_count or t.credit_memo_count}:
+        documented = {c: t for c, t in result.from_erp.items() if t.invoice_count or t.credit_memo_count}
+        if result.from_rows != documented:
             raise RuntimeError("the exported rows do not add up to ERP's totals of the same snapshot: "
                                f"rows {result.from_rows}, ERP {result.from_erp}")
         target.commit()

@@ -41,9 +41,9 @@ def set_point(
     """Create or change a reorder point (replicated to WMS)."""
     async def main() -> None:
         async with Stubs() as s:
-            p = (await s.replenishment.UpsertReorderPoint(pb.UpsertReorderPointRequest(reorder_point=pb.ReorderPoint(
-                sku=sku, warehouse_id=warehouse, reorder_point=point, reorder_quantity=quantity)),
-                timeout=10)).reorder_point
+            p = (await s.replenishment.UpsertReorderPoint(pb.UpsertReorderPointRequest(
+                reorder_point=pb.ReorderPoint(sku=sku, warehouse_id=warehouse, reorder_point=point,
+                                              reorder_quantity=quantity)), timeout=10)).reorder_point
         console.print(f"{p.warehouse_id} {p.sku}: reorder point {p.reorder_point}, reorder quantity "
                       f"{p.reorder_quantity} (revision {p.revision})")
     run(main())
@@ -102,12 +102,14 @@ async def show_backorder_releases(ots, out, timeout: float = 60.0) -> None:
     while waiting and time.monotonic() < deadline:
         for order_id in list(waiting):
             order = (await ots.GetOrder(opb.GetOrderRequest(order_id=order_id), timeout=10)).order
-            if order.status in (opb.ORDER_STATUS_INVOICED, opb.ORDER_STATUS_CANCELLED, opb.ORDER_STATUS_REJECTED):
+            finished = (opb.ORDER_STATUS_INVOICED, opb.ORDER_STATUS_CANCELLED, opb.ORDER_STATUS_REJECTED)
+            if order.status in finished:
                 out.orders[order_id] = order
                 waiting.remove(order_id)
                 how = ("released by a replenishment receipt" if order.status == opb.ORDER_STATUS_INVOICED
                        else "ended")
-                console.print(f"  {order_id}: {how} → {_name(opb.OrderStatus, order.status, 'ORDER_STATUS_')}")
+                now = _name(opb.OrderStatus, order.status, "ORDER_STATUS_")
+                console.print(f"  {order_id}: {how} → {now}")
         if waiting:
             await asyncio.sleep(0.5)  # polling interval of the display
     for order_id in waiting:

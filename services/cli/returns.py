@@ -45,7 +45,8 @@ def print_return(r: pb.CustomerReturn) -> None:
     cur = r.expected_credit.currency_code
     console.print(f"RMA {r.rma_number or '-'}, warehouse {r.warehouse_id}, expected credit "
                   f"{money(r.expected_credit.amount_minor, cur)} {cur}, credited "
-                  f"{money(r.credited.amount_minor, cur)} {cur} {r.credit_memo_id}, trace {r.trace_id or '-'}")
+                  f"{money(r.credited.amount_minor, cur)} {cur} {r.credit_memo_id}, "
+                  f"trace {r.trace_id or '-'}")
     lines = Table("line", "sku", "qty", "reason", "received", "restock", "scrap", "refuse", "credit")
     for x in r.lines:
         lines.add_row(str(x.line_number), x.sku, str(x.quantity),
@@ -99,7 +100,8 @@ def list_(status: str = "", order: str = "", customer: str = "", limit: int = 50
     """List returns (oldest first)."""
     async def main() -> None:
         req = pb.ListReturnsRequest(page_size=limit, order_id=order, customer_id=customer,
-                                    status=pb.ReturnStatus.Value(f"RETURN_STATUS_{status.upper()}") if status else 0)
+                                    status=pb.ReturnStatus.Value(f"RETURN_STATUS_{status.upper()}")
+                                    if status else 0)
         async with Stubs() as s:
             resp = await s.returns.ListReturns(req, timeout=10)
         t = Table("return", "order", "customer", "status", "RMA", "credited", "reason")

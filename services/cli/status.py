@@ -223,7 +223,8 @@ async def snapshot() -> Snapshot:
     (streams, consumers, dlq, nats_error) = await _nats(s.nats_url)
     urls = metrics_urls()
     scrapes = await asyncio.gather(*(asyncio.to_thread(scrape, svc, url) for svc, url in urls.items()))
-    return Snapshot(dict(zip(targets, states, strict=True)), streams, consumers, dlq, list(scrapes), nats_error)
+    return Snapshot(dict(zip(targets, states, strict=True)), streams, consumers, dlq, list(scrapes),
+                    nats_error)
 
 
 def _secs(v: float | None) -> str:
@@ -276,7 +277,8 @@ def render(snap: Snapshot) -> Group:
         h = Histogram()
         for sc in snap.scrapes:
             h.merge(sc.histogram(f"crossdock_{name}_seconds"))
-        business.add_row(label, f"{h.count:.0f}", _secs(h.mean), _secs(h.quantile(0.5)), _secs(h.quantile(0.95)))
+        business.add_row(label, f"{h.count:.0f}", _secs(h.mean), _secs(h.quantile(0.5)),
+                         _secs(h.quantile(0.95)))
     exceptions: dict[str, float] = {}
     finished: dict[str, float] = {}
     for sc in snap.scrapes:
@@ -387,6 +389,7 @@ def trace_cmd(order_id: str) -> None:
             console.print(f"[red]{url}: {exc}[/red]")
             raise typer.Exit(1) from None
         time.sleep(1)
-    console.print(f"[bold]{order.order_id}[/bold] {pb.OrderStatus.Name(order.status).removeprefix('ORDER_STATUS_')}")
+    status_name = pb.OrderStatus.Name(order.status).removeprefix("ORDER_STATUS_")
+    console.print(f"[bold]{order.order_id}[/bold] {status_name}")
     console.print(jaeger_tree(payload or {}, order.trace_id))
 

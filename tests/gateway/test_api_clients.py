@@ -33,8 +33,8 @@ async def test_an_operator_creates_lists_and_revokes_a_client(gateway: Gateway, 
     async with grpc.aio.insecure_channel(gateway.grpc_addr) as ch:
         stub = api_clients_pb2_grpc.ApiClientServiceStub(ch)
         made = await stub.CreateApiClient(pb.CreateApiClientRequest(
-            channel="returns-portal", customer_id=gateway.a.customer_id, scopes=["returns:read", "orders:read"],
-            rate_limit=5), metadata=op)
+            channel="returns-portal", customer_id=gateway.a.customer_id,
+            scopes=["returns:read", "orders:read"], rate_limit=5), metadata=op)
         c = made.api_client
         assert made.token.startswith(f"cdk_{c.client_id}.")
         assert (c.name, c.channel, c.customer_id, sorted(c.scopes), c.rate_limit) == (
@@ -47,7 +47,8 @@ async def test_an_operator_creates_lists_and_revokes_a_client(gateway: Gateway, 
         # Listed, page by page, never with its key.
         seen, token = {}, ""
         while True:
-            page = await stub.ListApiClients(pb.ListApiClientsRequest(page_size=2, page_token=token), metadata=op)
+            page = await stub.ListApiClients(pb.ListApiClientsRequest(page_size=2, page_token=token),
+                                             metadata=op)
             seen.update({x.client_id: x for x in page.api_clients})
             if not (token := page.next_page_token):
                 break
@@ -62,7 +63,8 @@ async def test_an_operator_creates_lists_and_revokes_a_client(gateway: Gateway, 
             return (await http.get("/v1/orders", headers=key)).status_code == 401
 
         await eventually(refused, timeout=10, what="the revocation to take effect")
-        err = await failure(stub.RevokeApiClient(pb.RevokeApiClientRequest(client_id=c.client_id), metadata=op))
+        err = await failure(stub.RevokeApiClient(pb.RevokeApiClientRequest(client_id=c.client_id),
+                                                 metadata=op))
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert detail(err, error_details_pb2.ErrorInfo).reason == "API_CLIENT_REVOKED"
         err = await failure(stub.RevokeApiClient(pb.RevokeApiClientRequest(client_id="cl_nope"), metadata=op))
@@ -92,7 +94,8 @@ async def test_the_operator_token_is_the_only_way_in_without_a_client(gateway: G
         stub = api_clients_pb2_grpc.ApiClientServiceStub(ch)
         err = await failure(stub.ListApiClients(pb.ListApiClientsRequest(), metadata=bearer(forged)))
         assert err.code() == grpc.StatusCode.UNAUTHENTICATED
-        listed = await stub.ListApiClients(pb.ListApiClientsRequest(), metadata=bearer(gateway.operator_token))
+        listed = await stub.ListApiClients(pb.ListApiClientsRequest(),
+                                           metadata=bearer(gateway.operator_token))
         assert listed.api_clients
         # The operator token is no API client: it cannot be revoked through the API.
         err = await failure(stub.RevokeApiClient(pb.RevokeApiClientRequest(client_id="operator"),

@@ -33,10 +33,12 @@ async def crossdock(env: dict, *args: str) -> subprocess.CompletedProcess:
                                    capture_output=True, text=True, timeout=60)
 
 
-async def test_clients_create_list_revoke_through_the_gateway(gw_mesh, gateway: Gateway, http: httpx.AsyncClient):
+async def test_clients_create_list_revoke_through_the_gateway(gw_mesh, gateway: Gateway,
+                                                               http: httpx.AsyncClient):
     env = cli_env(gw_mesh)
-    made = await crossdock(env, "clients", "create", "--channel", "cs-desk", "--scopes", "orders:read,lookups",
-                           "--customer", gateway.a.customer_id, "--rate", "7")
+    made = await crossdock(env, "clients", "create", "--channel", "cs-desk",
+                           "--scopes", "orders:read,lookups", "--customer", gateway.a.customer_id,
+                           "--rate", "7")
     assert made.returncode == 0, made.stdout + made.stderr
     token = made.stdout.strip().splitlines()[-1]
     client_id = re.search(r"client (cl_[0-9a-f]+)", made.stdout).group(1)
@@ -63,7 +65,8 @@ async def test_without_the_operator_token_the_cli_says_where_it_looks(gw_mesh, t
     r = await crossdock(env, "clients", "list")
     assert r.returncode == 2 and "CROSSDOCK_GATEWAY_OPERATOR_TOKEN" in r.stdout, r.stdout
     # A wrong one is refused by the gateway itself.
-    r = await crossdock({**env, "CROSSDOCK_GATEWAY_OPERATOR_TOKEN": "cdk_operator." + "x" * 43}, "clients", "list")
+    forged = {**env, "CROSSDOCK_GATEWAY_OPERATOR_TOKEN": "cdk_operator." + "x" * 43}
+    r = await crossdock(forged, "clients", "list")
     assert r.returncode == 1 and "UNAUTHENTICATED" in r.stdout
 
 

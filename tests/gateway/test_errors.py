@@ -48,7 +48,8 @@ async def test_a_downstream_error_keeps_its_code_message_and_details_over_grpc(
         assert (info.resource_type, info.resource_name) == ("order", nope)
         assert detail(err, error_details_pb2.ErrorInfo).reason == "NOT_FOUND"
         # A shipped order cannot be cancelled: order-to-ship's FAILED_PRECONDITION, as it said it.
-        err = await failure(stub.CancelOrder(ots.CancelOrderRequest(order_id=a_records.order_id), metadata=md))
+        err = await failure(stub.CancelOrder(ots.CancelOrderRequest(order_id=a_records.order_id),
+                                             metadata=md))
         assert err.code() == grpc.StatusCode.FAILED_PRECONDITION, err
         assert detail(err, error_details_pb2.ErrorInfo).reason == "ORDER_NOT_CANCELLABLE"
         assert detail(err, error_details_pb2.PreconditionFailure).violations[0].subject == a_records.order_id
@@ -70,12 +71,14 @@ async def test_another_tenants_id_reads_exactly_like_a_missing_one_over_grpc(
                          lambda i: orders.GetOrder(ots.GetOrderRequest(order_id=i), metadata=md)),
             "CancelOrder": (b_records.order_id, "ORD",
                             lambda i: orders.CancelOrder(ots.CancelOrderRequest(order_id=i), metadata=md)),
-            "CreateReturn": (b_records.order_id, "ORD", lambda i: returns.CreateReturn(rpb.CreateReturnRequest(
-                request_id=str(uuid.uuid4()), order_id=i, lines=[line]), metadata=md)),
+            "CreateReturn": (b_records.order_id, "ORD", lambda i: returns.CreateReturn(
+                rpb.CreateReturnRequest(request_id=str(uuid.uuid4()), order_id=i, lines=[line]),
+                metadata=md)),
             "GetReturn": (b_records.return_id, "RET",
                           lambda i: returns.GetReturn(rpb.GetReturnRequest(return_id=i), metadata=md)),
             "CancelReturn": (b_records.return_id, "RET",
-                             lambda i: returns.CancelReturn(rpb.CancelReturnRequest(return_id=i), metadata=md)),
+                             lambda i: returns.CancelReturn(rpb.CancelReturnRequest(return_id=i),
+                                                            metadata=md)),
         }
         for method, (foreign_id, prefix, call) in calls.items():
             nope = missing_id(prefix)
@@ -126,7 +129,8 @@ async def test_an_unknown_sku_or_warehouse_is_named_not_the_customer(
              "warehouse": ({"lines": [{"sku": a.world.skus[0], "quantity": 1}], "warehouse_id": nope_wh},
                            nope_wh)}
     for kind, (body, missing) in cases.items():
-        r = await http.post("/v1/orders", json=body, headers={**a.auth(), "Idempotency-Key": str(uuid.uuid4())})
+        r = await http.post("/v1/orders", json=body,
+                            headers={**a.auth(), "Idempotency-Key": str(uuid.uuid4())})
         assert r.status_code == 404, (kind, r.text)
         assert missing in r.json()["detail"] and a.customer_id not in r.text, (kind, r.text)
     async with grpc.aio.insecure_channel(gateway.grpc_addr) as ch:

@@ -94,7 +94,8 @@ async def test_dead_letters_on_the_gateway_need_an_operator_key(gateway: Gateway
         "no key": ((), grpc.StatusCode.UNAUTHENTICATED),
         "unknown key": ((("authorization", "Bearer cdk_cl_0000000000000000.nope"),),
                         grpc.StatusCode.UNAUTHENTICATED),
-        "a tenant's key": ((("authorization", f"Bearer {a.tokens['all']}"),), grpc.StatusCode.PERMISSION_DENIED),
+        "a tenant's key": ((("authorization", f"Bearer {a.tokens['all']}"),),
+                           grpc.StatusCode.PERMISSION_DENIED),
         "a tenant-bound key with the admin scope": (
             (("authorization", f"Bearer {a.tokens['admin']}"),), grpc.StatusCode.PERMISSION_DENIED),
     }

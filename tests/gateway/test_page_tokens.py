@@ -59,7 +59,8 @@ async def test_a_crafted_page_token_is_a_bad_request_not_a_server_error(
             await assert_invalid_page_token(returns.ListReturns(rpb.ListReturnsRequest(page_token=CRAFTED),
                                                                 metadata=md))
         # The listing itself works and holds A's records: the refusals were about the token.
-        listed = await orders.ListOrders(ots.ListOrdersRequest(page_size=100), metadata=bearer(a.tokens["all"]))
+        listed = await orders.ListOrders(ots.ListOrdersRequest(page_size=100),
+                                         metadata=bearer(a.tokens["all"]))
         assert a_records.order_id in {o.order_id for o in listed.orders}
 
 

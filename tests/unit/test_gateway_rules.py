@@ -15,7 +15,8 @@ def fields(violations) -> set[str]:
 
 
 def test_a_good_submission_has_no_violation():
-    r = ots.SubmitOrderRequest(request_id="r1", customer_id="C-1", lines=[ots.OrderLine(sku="SKU-1", quantity=2)])
+    r = ots.SubmitOrderRequest(request_id="r1", customer_id="C-1",
+                               lines=[ots.OrderLine(sku="SKU-1", quantity=2)])
     assert validation.submit_order(r) == []
 
 
