@@ -86,7 +86,7 @@ async def _lines(conn: AsyncConnection, order_id: str) -> list[FulfilmentLine]:
     return [FulfilmentLine(*row) for row in rows]
 
 
-async def _load(conn: AsyncConnection, order_id: str) -> rules.Fulfilment | None:
+async def load_fulfilment(conn: AsyncConnection, order_id: str) -> rules.Fulfilment | None:
     """The fulfilment as the rules see it, its row locked until commit (None: no such order)."""
     row = await _row(conn, order_id, lock=True)
     if row is None:
@@ -159,7 +159,7 @@ async def _announce(tx: Tx, subject: str, order_id: str, **details) -> None:
         await tx.emit(subject, message, key=order_id)
 
 
-async def _apply(tx: Tx, f: rules.Fulfilment, change: rules.Change, delays: Delays) -> bool:
+async def apply_change(tx: Tx, f: rules.Fulfilment, change: rules.Change, delays: Delays) -> bool:
     """Apply a Change (see ``fulfilment_rules.Change`` for the order of its parts);
     False, and nothing changed, when the fulfilment is no longer in ``change.expected``."""
     now = utcnow()
@@ -186,7 +186,7 @@ async def _apply(tx: Tx, f: rules.Fulfilment, change: rules.Change, delays: Dela
     if change.announce:
         await _announce(tx, change.announce, f.order_id, **change.details)
     if change.then is not None:
-        await _apply(tx, f, change.then, delays)
+        await apply_change(tx, f, change.then, delays)
     if change.allocate_again and not await allocate(tx, f.order_id, delays):
         await replenishment.check_positions(tx, f.warehouse_id, change.allocate_again)
     if change.serve_backorders:
@@ -221,10 +221,10 @@ async def create_fulfilment(tx: Tx, cmd: events.CreateFulfilment, delays: Delays
             {"order_id": cmd.order_id, "line_no": i, "sku": sku, "quantity": qty}
             for i, (sku, qty) in enumerate(lines)
         ])
-    f = await _load(tx.conn, cmd.order_id)
+    f = await load_fulfilment(tx.conn, cmd.order_id)
     known = await stock.warehouse_exists(tx.conn, cmd.warehouse_id)
     available = await stock.available(tx.conn, cmd.warehouse_id, [sku for sku, _ in lines]) if known else {}
-    await _apply(tx, f, rules.decide_new_order(f, policy, known, available), delays)
+    await apply_change(tx, f, rules.decide_new_order(f, policy, known, available), delays)
 
 
 async def allocate(tx: Tx, order_id: str, delays: Delays) -> bool:
@@ -233,12 +233,12 @@ async def allocate(tx: Tx, order_id: str, delays: Delays) -> bool:
     The stock rows stay locked until commit, so allocated never exceeds on-hand
     (the store's check constraint refuses it anyway).
     """
-    f = await _load(tx.conn, order_id)
+    f = await load_fulfilment(tx.conn, order_id)
     if f is None:
         return False
     available = await stock.available(tx.conn, f.warehouse_id, [sku for sku, _ in f.open_lines()])
     change = rules.decide_allocation(f, available)
-    return change is not None and await _apply(tx, f, change, delays)
+    return change is not None and await apply_change(tx, f, change, delays)
 
 
 async def allocate_backorders(tx: Tx, warehouse_id: str, delays: Delays) -> None:
@@ -268,9 +268,9 @@ async def allocate_backorders(tx: Tx, warehouse_id: str, delays: Delays) -> None
 
 async def pick(tx: Tx, order_id: str, delays: Delays, picked: dict[str, int] | None = None) -> bool:
     """ALLOCATED -> PICKED; with less found than allocated, a SHORT_PICK exception instead."""
-    f = await _load(tx.conn, order_id)
+    f = await load_fulfilment(tx.conn, order_id)
     change = rules.decide_pick(f, picked) if f is not None else None
-    return change is not None and await _apply(tx, f, change, delays)
+    return change is not None and await apply_change(tx, f, change, delays)
 
 
 async def pack(tx: Tx, order_id: str, delays: Delays, weight_grams: int = 0,
@@ -279,17 +279,17 @@ async def pack(tx: Tx, order_id: str, delays: Delays, weight_grams: int = 0,
 
     Units damaged at packing are written off: a DAMAGED exception instead.
     """
-    f = await _load(tx.conn, order_id)
+    f = await load_fulfilment(tx.conn, order_id)
     if f is None or f.status is not Status.PICKED:
         return False
     weights = await replicas.unit_weights(tx.conn, [sku for sku, _ in f.wave_lines()])
     change = rules.decide_pack(f, weight_grams, damaged, weights)
-    return change is not None and await _apply(tx, f, change, delays)
+    return change is not None and await apply_change(tx, f, change, delays)
 
 
 async def assign_shipment(tx: Tx, cmd: events.AssignShipment, delays: Delays) -> None:
     """PACKED -> LABELLED with the booked carrier and tracking number (of the current wave)."""
-    f = await _load(tx.conn, cmd.order_id)
+    f = await load_fulfilment(tx.conn, cmd.order_id)
     if f is None:
         raise PermanentError(f"no fulfilment order {cmd.order_id!r}")
     outcome = rules.decide_assign_shipment(f, cmd.shipment_id, cmd.carrier_id, cmd.tracking_number, cmd.wave)
@@ -299,7 +299,7 @@ async def assign_shipment(tx: Tx, cmd: events.AssignShipment, delays: Delays) ->
                 outcome.why, order_id=cmd.order_id, status=f.status, shipment_id=cmd.shipment_id,
                 current=f.shipment_id, wave=cmd.wave, current_wave=f.wave)
         return
-    if isinstance(outcome, rules.NotYet) or not await _apply(tx, f, outcome, delays):
+    if isinstance(outcome, rules.NotYet) or not await apply_change(tx, f, outcome, delays):
         raise NotReady(f"fulfilment order {cmd.order_id!r} is {f.status}, not packed yet")
 
 
@@ -310,9 +310,9 @@ async def ship(tx: Tx, order_id: str, delays: Delays) -> bool:
     fulfilment goes back to BACKORDERED as the next wave, and is allocated at
     once when the stock is there.
     """
-    f = await _load(tx.conn, order_id)
+    f = await load_fulfilment(tx.conn, order_id)
     change = rules.decide_ship(f) if f is not None else None
-    return change is not None and await _apply(tx, f, change, delays)
+    return change is not None and await apply_change(tx, f, change, delays)
 
 
 # ---- cancel ----
@@ -320,7 +320,7 @@ async def ship(tx: Tx, order_id: str, delays: Delays) -> bool:
 
 async def cancel_fulfilment(tx: Tx, cmd: events.CancelFulfilment, delays: Delays) -> None:
     """Cancel before labelling (releasing any allocation, which may serve backorders); refuse after."""
-    f = await _load(tx.conn, cmd.order_id)
+    f = await load_fulfilment(tx.conn, cmd.order_id)
     if f is None:
         order = wms_pb2.FulfilmentOrder(order_id=cmd.order_id)
         await tx.emit("wms.fulfilment.cancelled",
@@ -329,7 +329,7 @@ async def cancel_fulfilment(tx: Tx, cmd: events.CancelFulfilment, delays: Delays
     outcome = rules.decide_cancel(f, cmd.reason)
     if isinstance(outcome, rules.Announce):
         await _announce(tx, outcome.subject, cmd.order_id, **outcome.details)
-    elif not await _apply(tx, f, outcome, delays):
+    elif not await apply_change(tx, f, outcome, delays):
         raise NotReady(f"fulfilment order {cmd.order_id!r} changed while cancelling")
 
 
@@ -339,7 +339,7 @@ async def cancel_fulfilment(tx: Tx, cmd: events.CancelFulfilment, delays: Delays
 async def resolve_exception(tx: Tx, cmd: events.ResolveFulfilmentException, delays: Delays) -> None:
     """Order-to-ship's decision on an open exception, then the fulfilment moves on
     (``fulfilment_rules.decide_resolution``)."""
-    f = await _load(tx.conn, cmd.order_id)
+    f = await load_fulfilment(tx.conn, cmd.order_id)
     if f is None:
         raise PermanentError(f"no fulfilment order {cmd.order_id!r}")
     weights = await replicas.unit_weights(tx.conn, [sku for sku, _ in f.wave_lines()]) \
@@ -351,7 +351,7 @@ async def resolve_exception(tx: Tx, cmd: events.ResolveFulfilmentException, dela
     if change is None:
         log.info("wms.resolve.ignored", order_id=cmd.order_id, status=f.status, wave=f.wave)
         return
-    await _apply(tx, f, change, delays)
+    await apply_change(tx, f, change, delays)
 
 
 async def allocated_waves(conn: AsyncConnection, warehouse_id: str, sku: str) -> list[rules.AllocatedWave]:
@@ -369,9 +369,9 @@ async def allocated_waves(conn: AsyncConnection, warehouse_id: str, sku: str) ->
 async def stock_discrepancy(tx: Tx, order_id: str, sku: str, take: int, counted: int, delays: Delays) -> bool:
     """ALLOCATED -> EXCEPTION (STOCK_DISCREPANCY): a bin count found ``take`` of the order's
     allocated units of ``sku`` missing; their allocation is released. False: the order moved on."""
-    f = await _load(tx.conn, order_id)
+    f = await load_fulfilment(tx.conn, order_id)
     change = rules.decide_discrepancy(f, sku, take, counted) if f is not None else None
-    return change is not None and await _apply(tx, f, change, delays)
+    return change is not None and await apply_change(tx, f, change, delays)
 
 
 # ---- milestone RPCs (handheld tools) ----
