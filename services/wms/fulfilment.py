@@ -32,6 +32,7 @@ from . import fulfilment_rules as rules
 from .fulfilment_rules import Due, FulfilmentLine
 from .statuses import (
     FulfilmentStatus,
+    ShortagePolicy,
     exception_kind_pb,
     fulfilment_status_pb,
     shortage_policy_of,
@@ -202,9 +203,12 @@ async def create_fulfilment(tx: Tx, cmd: events.CreateFulfilment, delays: Delays
     """Record a fulfilment order once (idempotent on order_id) and allocate, backorder or reject it.
 
     A new order waits in BACKORDERED (without a milestone) until, in this same
-    transaction, it is allocated, rejected or confirmed as backordered.
+    transaction, it is allocated, rejected or confirmed as backordered. An
+    order cancelled before it was created (a tombstone) stays cancelled.
     """
-    if await _row(tx.conn, cmd.order_id) is not None:
+    if (existing := await _row(tx.conn, cmd.order_id)) is not None:
+        if existing.status == Status.CANCELLED and not existing.warehouse_id:
+            log.info("wms.fulfilment.create_after_cancel", order_id=cmd.order_id)
         return
     policy = shortage_policy_of(cmd.shortage_policy)
     if policy is None:
@@ -319,15 +323,23 @@ async def ship(tx: Tx, order_id: str, delays: Delays) -> bool:
 
 
 async def cancel_fulfilment(tx: Tx, cmd: events.CancelFulfilment, delays: Delays) -> None:
-    """Cancel before labelling (releasing any allocation, which may serve backorders); refuse after."""
+    """Cancel before labelling (releasing any allocation, which may serve backorders); refuse after.
+
+    A cancel that overtakes its create leaves a CANCELLED tombstone (no lines,
+    no warehouse): the late create finds it and allocates nothing.
+    """
     f = await load_fulfilment(tx.conn, cmd.order_id)
-    if f is None:
-        order = wms_pb2.FulfilmentOrder(order_id=cmd.order_id)
-        await tx.emit("wms.fulfilment.cancelled",
-                      events.FulfilmentCancelled(fulfilment_order=order, reason=cmd.reason), key=cmd.order_id)
-        return
     outcome = rules.decide_cancel(f, cmd.reason)
-    if isinstance(outcome, rules.Announce):
+    if isinstance(outcome, rules.Tombstone):
+        now = utcnow()
+        await tx.conn.execute(fulfilments.insert().values(
+            fulfilment_id=f"FUL-{cmd.order_id}", order_id=cmd.order_id, warehouse_id="",
+            status=Status.CANCELLED, shortage_policy=ShortagePolicy.UNSPECIFIED, created_at=now,
+            updated_at=now, traceparent=current_traceparent(), wave=1))
+        await tx.conn.execute(milestones.insert().values(
+            order_id=cmd.order_id, status=Status.CANCELLED, at=now))
+        await _announce(tx, "wms.fulfilment.cancelled", cmd.order_id, reason=outcome.reason)
+    elif isinstance(outcome, rules.Announce):
         await _announce(tx, outcome.subject, cmd.order_id, **outcome.details)
     elif not await apply_change(tx, f, outcome, delays):
         raise NotReady(f"fulfilment order {cmd.order_id!r} changed while cancelling")

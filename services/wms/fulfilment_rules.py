@@ -8,7 +8,8 @@
     ALLOCATED --short pick, bin count--> EXCEPTION;  PICKED --damaged at packing--> EXCEPTION
     EXCEPTION --resolved--> where it stopped, or BACKORDERED (nothing left in the wave),
                             or CANCELLED (nothing open at all)
-    cancel: before LABELLED --> CANCELLED (allocation released); LABELLED, SHIPPED: refused
+    cancel: before LABELLED --> CANCELLED (allocation released); LABELLED, SHIPPED: refused;
+            before the order exists: a CANCELLED tombstone, so a late create changes nothing
 
 A fulfilment ships in one or more waves. Each line has an ordered quantity;
 open = ordered - shipped - cancelled. Allocation takes every open quantity at
@@ -142,6 +143,13 @@ class Announce:
 
     subject: str
     details: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    """A cancel before its create: record the order as CANCELLED, so the create finds it."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -419,9 +427,12 @@ def decide_ship(f: Fulfilment) -> Change | None:
 # ---- cancel ----
 
 
-def decide_cancel(f: Fulfilment, reason: str) -> Change | Announce:
+def decide_cancel(f: Fulfilment | None, reason: str) -> Change | Announce | Tombstone:
     """Cancel before labelling, releasing any allocation (which may serve backorders); refuse
-    after. A repeat says again that it is cancelled."""
+    after. A repeat says again that it is cancelled. A cancel that overtakes its create
+    leaves a tombstone, so the create finds the order cancelled and allocates nothing."""
+    if f is None:
+        return Tombstone(reason)
     if f.status in LEFT_OR_LEAVING:
         return Announce("wms.fulfilment.cancel_refused",
                         dict(reason=f"fulfilment is already {f.status}: too late to cancel"))

@@ -206,6 +206,23 @@ async def test_the_grpc_api_answers_and_refuses_with_status_details(wms, nc, eve
     await eventually(lambda: of_order(log, "wms.fulfilment.shipped", "O-1"), what="shipped event")
 
 
+async def test_a_cancel_that_overtakes_its_create_leaves_the_order_cancelled(wms, nc, events):
+    """The command consumer handles a cancel before its create (a redelivery after a failed
+    first attempt, say): the late create finds the tombstone and allocates nothing."""
+    stub = await wms(**MANUAL)
+    log = await events(["wms.fulfilment.>"])
+    await receive(stub, "R-1", A=5)
+    await publish(nc, "cmd.wms.fulfilment.cancel", wms_msgs.CancelFulfilment(order_id="O-1", reason="customer"),
+                  key="O-1")
+    await create(nc, "O-1", A=2)
+    await create(nc, "O-2", A=1)  # after O-1's create in the same stream: once it is there, so was O-1's
+    await eventually(lambda: of_order(log, "wms.fulfilment.allocated", "O-2"), what="O-2 allocated")
+    assert (await order(stub, "O-1")).status == S.FULFILMENT_STATUS_CANCELLED
+    assert [m.reason for m in of_order(log, "wms.fulfilment.cancelled", "O-1")] == ["customer"]
+    assert not of_order(log, "wms.fulfilment.allocated", "O-1")
+    assert await positions(stub, "A") == {"A": (5, 1, 1)}
+
+
 async def test_competing_orders_never_oversell(wms, nc):
     stub = await wms(**MANUAL)
     await receive(stub, "R-1", D=5)

@@ -336,6 +336,10 @@ def test_a_repeated_cancel_says_again_that_it_is_cancelled(status):
         "wms.fulfilment.cancelled", {"reason": "again"})
 
 
+def test_a_cancel_before_the_order_exists_leaves_a_tombstone():
+    assert rules.decide_cancel(None, "customer") == rules.Tombstone("customer")
+
+
 def test_statuses_are_the_database_words():
     assert [s.value for s in S] == ["BACKORDERED", "ALLOCATED", "PICKED", "PACKED", "LABELLED", "SHIPPED",
                                     "CANCELLED", "REJECTED", "EXCEPTION"]

@@ -195,6 +195,24 @@ async def test_cancel_releases_the_allocation_until_labelled_then_is_refused(wms
     assert await wms.status("O-2") == "LABELLED"
 
 
+async def test_a_cancel_that_overtakes_its_create_leaves_a_tombstone_and_the_create_allocates_nothing(wms):
+    await wms.receive("R-1", A=5)
+    await wms.sent()
+    await wms.cancel("O-1", "customer")  # redelivered out of order: before its create
+    (cancelled,) = await wms.sent()
+    assert (cancelled.subject, cancelled.body.reason) == ("wms.fulfilment.cancelled", "customer")
+    assert status_name(cancelled.body.fulfilment_order) == "CANCELLED"
+    await wms.create("O-1", A=2)
+    order = await wms.order("O-1")
+    assert (status_name(order), milestones(order), list(order.lines)) == ("CANCELLED", ["CANCELLED"], [])
+    assert await wms.sent() == []
+    assert await wms.positions("A") == {"A": (5, 0, 1)}  # nothing allocated for a cancelled order
+    await wms.cancel("O-1", "again")  # a repeat says again that it is cancelled
+    assert [(m.subject, m.body.reason) for m in await wms.sent()] == [("wms.fulfilment.cancelled", "again")]
+    await wms.receive("R-2", A=1)  # nor is it served as a backorder later
+    assert await wms.sent("wms.fulfilment") == [] and await wms.status("O-1") == "CANCELLED"
+
+
 # ---- exceptions ----
 
 
