@@ -27,6 +27,7 @@ from sqlalchemy import insert, select
 from crossdock.erp.v1 import erp_pb2
 from crossdock.reconciliation.v1 import reconciliation_pb2 as pb
 from crossdock.wms.v1 import wms_pb2
+from services.mesh import metrics
 from services.mesh.app import Clients
 from services.mesh.paging import keyset_page
 from services.mesh.store import Store, utcnow
@@ -155,6 +156,8 @@ async def reconcile(store: Store, clients: Clients, *, repair: bool, warehouse_i
                 repaired=(d.warehouse_id, d.sku) in repaired, detail=d.detail) for d in drifts])
         row = (await tx.conn.execute(select(reconciliation_runs).where(
             reconciliation_runs.c.run_id == run_id))).one()
+    metrics.reconciliation_run(trigger=trigger, scope=warehouse_id, drifted=len(drifts),
+                               repaired=len(repaired))
     (log.warning if drifts else log.info)(
         "inventory.reconciled", run_id=run_id, trigger=trigger, positions=len(keys),
         in_flight=in_flight, drift=len(drifts), repaired=len(repaired),
