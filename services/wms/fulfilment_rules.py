@@ -192,9 +192,7 @@ def decide_new_order(f: Fulfilment, policy: ShortagePolicy, warehouse_known: boo
     if not warehouse_known:
         return _reject("UNKNOWN_WAREHOUSE", f"no warehouse {f.warehouse_id!r}")
     short = domain.shortages(ordered, available)
-    if not short:
-        allocation = decide_allocation(f, available)
-        assert allocation is not None  # a new, valid order that fits
+    if not short and (allocation := decide_allocation(f, available)) is not None:
         return allocation
     if policy is ShortagePolicy.CANCEL:
         return _reject("INSUFFICIENT_STOCK", "not enough stock and policy CANCEL", short)
