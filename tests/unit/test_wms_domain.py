@@ -67,6 +67,7 @@ def test_a_transfer_out_is_issued_whole_from_available_stock_or_refused_with_why
     assert domain.transfer_refusal([("A", 2)], True, "WH1", {"A": 2}) is None
     assert domain.transfer_refusal([("A", 3), ("B", 1)], True, "WH1", {"A": 2}) == (
         "INSUFFICIENT_STOCK", "A short by 1, B short by 1")
-    assert domain.transfer_refusal([("A", 1)], False, "WH9", {}) == ("UNKNOWN_WAREHOUSE", "no warehouse 'WH9'")
+    assert domain.transfer_refusal([("A", 1)], False, "WH9", {}) == (
+        "UNKNOWN_WAREHOUSE", "no warehouse 'WH9'")
     assert domain.transfer_refusal([("A", 0)], False, "WH9", {}) == (
         "INVALID_LINES", "lines[0].quantity: must be positive")
