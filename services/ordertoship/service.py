@@ -14,6 +14,7 @@ from datetime import datetime
 
 import grpc
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
 from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -80,6 +81,19 @@ def _status_changed(order_id: str, from_status: str, to_status: str, reason: str
 
 # Orders, their request ids, their timeline and their versioned changes of state.
 ORDERS = Instances("order", orders, timeline, "order_id", _status_changed)
+
+
+class ItemsNotFound(NotFound):
+    """SKUs ERP does not know: NOT_FOUND with a ResourceInfo naming each."""
+
+    def __init__(self, skus: list[str]) -> None:
+        super().__init__("item", skus[0], f"unknown SKU(s): {', '.join(skus)}")
+        self.skus = skus
+
+    def details(self) -> list:
+        error_info, _first_sku = super().details()
+        return [error_info, *(error_details_pb2.ResourceInfo(resource_type="item", resource_name=s)
+                              for s in self.skus)]
 
 
 # ---- validation of a submission (shape only; existence is checked by lookups) ----
@@ -295,7 +309,7 @@ async def _price_and_place(store: Store, clients: Clients, placement: Placement,
     items_by_sku = await _items(store, clients, skus)
     missing = [s for s in skus if s not in items_by_sku]
     if missing:
-        raise NotFound("item", missing[0], f"unknown SKU(s): {', '.join(missing)}")
+        raise ItemsNotFound(missing)
     for i, ln in enumerate(req.lines):
         item = items_by_sku[ln.sku]
         if not item.active:
