@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from google.protobuf.duration_pb2 import Duration
 
+from crossdock.erp.v1 import erp_pb2
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as ots
 from crossdock.returns.v1 import returns_pb2 as pb
 from services.mesh.errors import FailedPrecondition, NotFound
@@ -19,11 +20,13 @@ from tests.usecases.test_returns_to_credit import (
     ReturnDesk,
     authorized,
     commands,
+    inspected,
     receipt,
     return_desk,
     shipped_order,
     status,
     steps,
+    usd,
 )
 
 
@@ -150,3 +153,13 @@ async def test_a_timer_that_is_not_due_does_not_fire(desk):
     r = await authorized(desk, await desk.create((1, 1, NOT_NEEDED)))  # 30 days
     assert await service.expire_due(desk.store) == 0
     assert status(await desk.get(r.return_id)) == "EXPECTED"
+
+
+async def test_what_came_back_is_used_up_and_what_was_never_sent_back_may_still_be_returned(desk):
+    r = await authorized(desk, await desk.create((1, 3, DEFECTIVE)))  # all 3 shipped of line 1
+    r = await inspected(desk, r, (1, 2, 1, 1, 0))  # 2 came back
+    await desk.fact("erp.creditmemo.posted", credit_memo=erp_pb2.CreditMemo(
+        credit_memo_id="CM-1", return_id=r.return_id, total=usd(2_000)))
+    assert status(await desk.get(r.return_id)) == "PARTIALLY_CREDITED"
+    assert "at most 1 of line 1" in await not_returnable(desk, (1, 2, DEFECTIVE))
+    assert status(await desk.create((1, 1, DEFECTIVE))) == "REQUESTED"
