@@ -350,6 +350,7 @@ class OutboxRelay:
 
 
 DLQ_PREFIX = "dlq."
+ADVISORY_STREAM = "ADVISORIES"
 
 
 def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
@@ -421,7 +422,7 @@ class Consumer:
 
     async def run(self) -> None:
         sub, generation = None, -1
-        advisory = await self._watch_max_deliveries()
+        given_up = asyncio.create_task(self._dead_letter_given_up())
         while not self._stopping:
             try:
                 if sub is None or generation != self.bus.generation:
@@ -438,12 +439,12 @@ class Consumer:
             # Finish the messages in hand even when asked to stop.
             for i in range(0, len(msgs), self.tx_batch):
                 await self.process_batch(msgs[i:i + self.tx_batch])
-        for s in (sub, advisory):
-            if s is not None:
-                try:
-                    await s.unsubscribe()
-                except Exception:  # noqa: BLE001 - closing anyway
-                    pass
+        await given_up
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
 
     async def process_batch(self, msgs: list[Msg]) -> None:
         """Handle fetched messages in as few store transactions as possible.
@@ -656,23 +657,61 @@ class Consumer:
         if msg is not None and msg.reply:
             await msg.term()
 
-    async def _watch_max_deliveries(self):
-        """Dead-letter what JetStream gave up on after a timed-out last attempt."""
-        assert self.bus.nc is not None and self.bus.js is not None
-        subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.durable}"
+    async def subscribe_given_up(self) -> JetStreamContext.PullSubscription:
+        """The durable that reads this consumer's MAX_DELIVERIES advisories."""
+        js = self.bus.js
+        assert js is not None
+        durable = f"{self.durable}-given-up"
+        await js.add_consumer(ADVISORY_STREAM, ConsumerConfig(
+            durable_name=durable, deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30, max_ack_pending=100,
+            filter_subject=f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.durable}"))
+        return await js.pull_subscribe_bind(durable, ADVISORY_STREAM)
 
-        async def on_advisory(adv: Msg) -> None:
+    async def _dead_letter_given_up(self) -> None:
+        """Dead-letter what JetStream gave up on after a timed-out last attempt.
+
+        Its MAX_DELIVERIES advisories are kept in the ADVISORIES stream (sent
+        only when the next pull arrives, as core NATS messages, they would be
+        lost whenever no process of ours listened); a durable of this
+        consumer's own, shared by its replicas, reads them and acks each once
+        its dead letter is published (deduped per stream sequence).
+        """
+        sub, generation = None, -1
+        while not self._stopping:
             try:
-                info = json.loads(adv.data)
-                raw = await self.bus.js.get_msg(self.stream, info["stream_seq"])
-                await self.dead_letter(
-                    None, f"no ack within {self.ack_wait}s on the last of {info['deliveries']} attempts",
-                    permanent=False, attempts=int(info["deliveries"]), subject=raw.subject,
-                    headers=dict(raw.headers or {}), data=raw.data or b"", stream_seq=info["stream_seq"])
-            except Exception as exc:  # noqa: BLE001 - an advisory is best effort
-                log.warning("advisory.failed", consumer=self.durable, error=repr(exc))
-
-        return await self.bus.nc.subscribe(subject, cb=on_advisory)
+                if sub is None or generation != self.bus.generation:
+                    generation = self.bus.generation
+                    sub = await self.subscribe_given_up()
+                advisories = await sub.fetch(16, timeout=1.0)
+            except TimeoutError:
+                continue
+            except Exception as exc:  # noqa: BLE001 - broker away: re-bind and keep watching
+                log.warning("consumer.advisories_failed", consumer=self.durable, error=repr(exc))
+                sub = None
+                await asyncio.sleep(0.5)
+                continue
+            for adv in advisories:
+                try:
+                    info = json.loads(adv.data)
+                    try:
+                        raw = await self.bus.js.get_msg(self.stream, info["stream_seq"])
+                    except nats.js.errors.NotFoundError:
+                        log.error("advisory.message_gone", consumer=self.durable, seq=info["stream_seq"])
+                    else:
+                        await self.dead_letter(
+                            None, f"no ack within {self.ack_wait}s on the last of {info['deliveries']} attempts",
+                            permanent=False, attempts=int(info["deliveries"]), subject=raw.subject,
+                            headers=dict(raw.headers or {}), data=raw.data or b"",
+                            stream_seq=info["stream_seq"])
+                    await adv.ack()
+                except Exception as exc:  # noqa: BLE001 - not acked: the advisory comes again
+                    log.warning("advisory.failed", consumer=self.durable, error=repr(exc))
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
 
     def stop(self) -> None:
         self._stopping = True

@@ -43,6 +43,11 @@ STREAMS: dict[str, list[str]] = {
     # body plus crossdock-dlq-* headers (see bus.py). Bodies are not decoded
     # by subject here; their ce-type names the type.
     "DLQ": ["dlq.>"],
+    # JetStream's own word that a consumer gave up on a message (max deliveries
+    # reached). The server sends it as a core NATS message, and only when the
+    # next pull arrives; kept in a stream it is never missed, whoever is
+    # listening at that moment (bus.py dead-letters each one).
+    "ADVISORIES": ["$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>"],
 }
 
 SUBJECTS: dict[str, type[Message]] = {

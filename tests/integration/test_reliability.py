@@ -131,6 +131,32 @@ async def test_a_subject_with_no_handler_is_dead_lettered_with_the_reason_not_ac
     assert orphan_id not in claimed and len(claimed) == 2
 
 
+async def test_a_max_deliveries_advisory_sent_while_no_consumer_of_ours_listens_is_still_dead_lettered(
+        store, bus, nc):
+    """JetStream gives up on a message only when the next pull arrives, and says so
+    with a core NATS advisory: one sent while no process of ours listens (here the
+    pulls of a replica that hung on the message until it was killed) must not be lost."""
+    rec = Recorder()
+    c = consumer(store, bus, rec, max_deliver=2, ack_wait=1.0)
+    await c.subscribe()  # the durable exists; nothing of ours consumes yet
+    event_id = await publish(nc, SUBJECT, failed("STUCK"))
+    sub = await nc.jetstream().pull_subscribe_bind(c.durable, "TMS")
+    for attempt in (1, 2):  # every attempt taken, none acked
+        (msg,) = await sub.fetch(1, timeout=10)
+        assert msg.metadata.num_delivered == attempt
+    # The next pull, once the last ack wait is over: JetStream gives up now.
+    with pytest.raises(nats.errors.TimeoutError):
+        await sub.fetch(1, timeout=3)
+    await sub.unsubscribe()
+    task = await running(c)
+    (raw,) = await eventually(lambda: _letters(DeadLetters(bus), c.durable), timeout=15,
+                              what="the given-up message dead-lettered")
+    await stop(c, task)
+    h = raw.headers
+    assert h["ce-id"] == event_id and h["crossdock-dlq-attempts"] == "2"
+    assert "no ack within" in h["crossdock-dlq-reason"] and rec.calls["STUCK"] == 0
+
+
 async def _letters(dlq: DeadLetters, durable: str):
     raws, _, _ = await dlq.list(consumer=durable)
     return raws
@@ -218,7 +244,7 @@ async def test_an_ack_after_the_ack_wait_still_has_one_effect(store, bus, nc):
 async def test_max_deliveries_advisory_dead_letters_a_message_whose_last_attempt_timed_out(store, bus, nc):
     c = consumer(store, bus, Recorder(), max_deliver=2, ack_wait=1.0)
     await c.subscribe()
-    watcher = await c._watch_max_deliveries()
+    watcher = asyncio.create_task(c._dead_letter_given_up())  # listening all along this time
     await publish(nc, SUBJECT, failed("HUNG"))
     # A process that takes the message and dies, twice (raw subscription, never acks).
     js = nc.jetstream()
@@ -230,7 +256,8 @@ async def test_max_deliveries_advisory_dead_letters_a_message_whose_last_attempt
         return await _letters(DeadLetters(bus), c.durable)
 
     (raw,) = await eventually(dead_lettered, timeout=15, what="advisory")
-    await watcher.unsubscribe()
+    c.stop()
+    await asyncio.wait_for(watcher, 10)
     assert raw.headers["crossdock-dlq-attempts"] == "2"
     assert "no ack" in raw.headers["crossdock-dlq-reason"]
 
