@@ -77,60 +77,33 @@ async def erp(start_service):
     await channel.close()
 
 
-async def test_erp_plans_a_transfer_falls_back_to_purchase_and_delivers(erp, nc, events):
+async def test_erp_plans_over_jetstream_and_its_delivery_loop_delivers_when_due(erp, nc, events):
+    """The process around the planning rules (tests/usecases/test_erp_replenishment.py):
+    requests arrive over JetStream, the delivery loop runs by itself."""
     erp_stub, repl = erp
-    log = await events(["erp.replenishment.planned", "erp.reorderpoint.upserted", "cmd.wms.stock.>"])
+    log = await events(["erp.replenishment.planned", "cmd.wms.stock.>"])
     sku = unique("SKU")
     await erp_stub.UpsertItem(erp_pb2.UpsertItemRequest(item=erp_pb2.Item(
         sku=sku, uom="EA", unit_price=Money(currency_code="USD", amount_minor=100))))
-    point = (await repl.UpsertReorderPoint(erp_repl.UpsertReorderPointRequest(reorder_point=erp_repl.ReorderPoint(
-        sku=sku, warehouse_id="WH-2", reorder_point=10, reorder_quantity=5)))).reorder_point
-    assert point.revision == 1
-    await eventually(lambda: log.of("erp.reorderpoint.upserted"), what="the master-data event")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await repl.UpsertReorderPoint(erp_repl.UpsertReorderPointRequest(reorder_point=erp_repl.ReorderPoint(
             sku=sku, warehouse_id="WH-2", reorder_point=-1, reorder_quantity=0)))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    # The ledger knows WH-2 holds 100 (its reorder point 10: 90 spare).
-    await publish(nc, "wms.inventory.adjusted", wms_msgs.InventoryAdjusted(
-        sku=sku, warehouse_id="WH-2", delta=100, on_hand_after=100, sequence=1,
-        reason=wms_msgs.MOVEMENT_REASON_RECEIPT, reference="R"))
-
-    async def ledger():
-        positions = (await erp_stub.ListLedgerPositions(erp_pb2.ListLedgerPositionsRequest(
-            warehouse_id="WH-2"))).positions
-        return any(p.sku == sku and p.on_hand == 100 for p in positions)
-    await eventually(ledger, what="the ledger position")
-
     request = wms_repl.ReplenishmentRequested(request_id=unique("REQ"), sku=sku, warehouse_id=WH, position=-3,
                                               reorder_point=5, reorder_quantity=20, quantity=28)
     await publish(nc, "wms.replenishment.requested", request)
     await publish(nc, "wms.replenishment.requested", request)  # redelivered as a new message: one plan
-    (transfer_cmd,) = await eventually(lambda: log.of("cmd.wms.stock.transfer_out"), what="transfer out")
-    assert (transfer_cmd.warehouse_id, transfer_cmd.destination_warehouse_id) == ("WH-2", WH)
-    assert [(x.sku, x.quantity) for x in transfer_cmd.lines] == [(sku, 28)]
-    (planned,) = (await repl.ListReplenishments(erp_repl.ListReplenishmentsRequest(sku=sku))).replenishments
-    assert planned.kind == erp_repl.REPLENISHMENT_KIND_TRANSFER and "90 spare" in planned.note
-
-    # WH-2 cannot issue it (its stock is allocated): ERP buys instead, then delivers.
-    await publish(nc, "wms.stock.transfer_refused", wms_repl.StockTransferRefused(
-        transfer_id=transfer_cmd.transfer_id, warehouse_id="WH-2", destination_warehouse_id=WH,
-        lines=transfer_cmd.lines, reason_code="INSUFFICIENT_STOCK", reason="short"))
     (delivery,) = await eventually(lambda: log.of("cmd.wms.stock.receive"), what="the delivery")
+    (planned,) = log.of("erp.replenishment.planned")
+    assert planned.replenishment.kind == erp_repl.REPLENISHMENT_KIND_PURCHASE
     assert (delivery.receipt_id, delivery.warehouse_id, delivery.request_id) == (
-        planned.replenishment_id, WH, request.request_id)
-    kinds = [m.replenishment.kind for m in log.of("erp.replenishment.planned")]
-    assert kinds == [erp_repl.REPLENISHMENT_KIND_TRANSFER, erp_repl.REPLENISHMENT_KIND_PURCHASE]
-    got = (await repl.GetReplenishment(erp_repl.GetReplenishmentRequest(
-        replenishment_id=planned.replenishment_id))).replenishment
-    assert got.status == erp_repl.REPLENISHMENT_STATUS_DELIVERED and "refused" in got.note
-
+        planned.replenishment.replenishment_id, WH, request.request_id)
     await publish(nc, "wms.stock.received", wms_repl.StockReceived(
         receipt_id=delivery.receipt_id, warehouse_id=WH, lines=delivery.lines, request_id=request.request_id))
 
     async def received():
         r = (await repl.GetReplenishment(erp_repl.GetReplenishmentRequest(
-            replenishment_id=planned.replenishment_id))).replenishment
+            replenishment_id=delivery.receipt_id))).replenishment
         return r.status == erp_repl.REPLENISHMENT_STATUS_RECEIVED
     await eventually(received, what="RECEIVED")
     assert len((await repl.ListReplenishments(erp_repl.ListReplenishmentsRequest(sku=sku))).replenishments) == 1
