@@ -118,7 +118,8 @@ def up(
     nats_port = int(settings.nats_url.rsplit(":", 1)[1])
     env = {"CROSSDOCK_WMS_SHORT_PICK_RATE": os.environ.get("CROSSDOCK_WMS_SHORT_PICK_RATE",
                                                            str(short_pick_rate))}
-    mesh = Mesh(folder, ports=ports, nats_port=nats_port, env=env)
+    # Supervised: a service that crashes is restarted with back-off (see `crossdock status`).
+    mesh = Mesh(folder, ports=ports, nats_port=nats_port, env=env, supervise=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

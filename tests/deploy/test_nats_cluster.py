@@ -12,7 +12,6 @@ its service, commands (`cmd.*`) only by the process service that sends them."""
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import importlib
 import re
 import socket
@@ -34,28 +33,13 @@ from tests.helpers import eventually
 
 from .conftest import REPO, Rendered, secret_by_ref, tool
 
-# Who sends each command (the design: process services send commands to
-# system services). Events are published by the service of their domain.
-COMMAND_SENDERS = {
-    "cmd.erp.salesorder.*": "ordertoship",
-    "cmd.erp.invoice.*": "ordertoship",
-    "cmd.wms.fulfilment.*": "ordertoship",
-    "cmd.tms.shipment.*": "ordertoship",
-    "cmd.erp.return.*": "returns",
-    "cmd.erp.creditmemo.*": "returns",
-    "cmd.wms.return.*": "returns",
-    "cmd.wms.stock.*": "erp",  # replenishment deliveries and transfers
-}
-
 
 def designated_publishers(subject: str) -> set[str]:
-    if subject.startswith("cmd."):
-        senders = {s for pattern, s in COMMAND_SENDERS.items() if fnmatch.fnmatchcase(subject, pattern)}
-        assert senders, (
-            f"{subject}: which service sends it? Add it to COMMAND_SENDERS here and allow that "
-            "service to publish it in deploy/k8s/base/nats/nats.conf")
-        return senders
-    return {subject.split(".", 1)[0]}
+    senders = contracts.publishers(subject)
+    assert senders, (
+        f"{subject}: which service sends it? Add it to COMMAND_SENDERS in services/mesh/contracts.py "
+        "and allow that service to publish it in deploy/k8s/base/nats/nats.conf")
+    return senders
 
 
 def has_module(service: str) -> bool:
@@ -170,8 +154,9 @@ class _BootstrapRecorder:
         self.clients = None
         self.consumers: list[SimpleNamespace] = []
 
-    def add_consumer(self, durable: str, stream: str, subjects: list[str], *args, **kwargs) -> None:
-        self.consumers.append(SimpleNamespace(durable=durable, stream=stream, subjects=subjects))
+    def add_consumer(self, durable: str, *args, **kwargs) -> None:
+        sub = contracts.SUBSCRIPTIONS[durable]
+        self.consumers.append(SimpleNamespace(durable=durable, stream=sub.stream, subjects=list(sub.filters)))
 
     def __getattr__(self, name: str):  # add_servicer, add_loop, ...: nothing to do here
         return lambda *args, **kwargs: None
@@ -273,12 +258,17 @@ async def test_services_work_within_their_nats_permissions(nats_cluster, rendere
                 continue  # deployed ahead of its code: nothing registers consumers yet
             for c in consumers_of(service):
                 consumer = Consumer(store=None, bus=bus, durable=c.durable, stream=c.stream,
-                                    subjects=c.subjects, handler=None, max_deliver=3, ack_wait=5)
+                                    subjects=c.subjects, handlers={}, max_deliver=3, ack_wait=5)
                 sub = await retry_unavailable(consumer.subscribe)
                 msgs = await sub.fetch(1, timeout=5)
                 assert msgs, f"{service}/{c.durable}: nothing to consume"
                 await msgs[0].ack_sync(timeout=5)
                 await sub.unsubscribe()
+                # It reads the advisories of the messages it gave up on (nothing yet).
+                given_up = await retry_unavailable(consumer.subscribe_given_up)
+                with pytest.raises(nats.errors.TimeoutError):
+                    await given_up.fetch(1, timeout=0.5)
+                await given_up.unsubscribe()
                 # Its consumed subjects are in its subscribe allow-list (the design).
                 for subject in c.subjects:
                     s = await bus.nc.subscribe(subject)
@@ -315,6 +305,6 @@ async def test_services_work_within_their_nats_permissions(nats_cluster, rendere
 
 
 async def test_wrong_password_is_refused(nats_cluster):
-    with pytest.raises(Exception):  # noqa: B017 - nats-py raises its own auth errors
+    with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         await nats.connect(with_credentials(nats_cluster.url, "erp", "not-the-password"),
                            max_reconnect_attempts=0, allow_reconnect=False, connect_timeout=2)

@@ -216,16 +216,21 @@ async def eur_order(stubs, world: World) -> pb.Order:
     return await invoiced_order(stubs, eu, {sku: 3})
 
 
-async def test_settlement_export_totals_equal_erps_own(stubs, mesh, tmp_path):
+async def test_settlement_export_totals_equal_erps_own(stubs, rs, mesh, tmp_path):
     world = await make_world(stubs)
     await invoiced_order(stubs, world, {world.skus[0]: 1})
     await eur_order(stubs, world)
+    # A credit memo of this test's own: a return the autopilot credits (its rules restock NOT_NEEDED).
+    credited = await invoiced_order(stubs, world, {world.skus[1]: 1})
+    r = (await rs.returns.CreateReturn(return_request(
+        credited, (1, 1, rpb.RETURN_REASON_NOT_NEEDED)))).customer_return
+    await wait_return(rs, r.return_id, rpb.RETURN_STATUS_CREDITED)
     start, end = "2000-01-01", (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     own_resp = await stubs.erp.GetSettlementTotals(erp_pb2.GetSettlementTotalsRequest(
         start_time=_ts(datetime(2000, 1, 1, tzinfo=UTC)), end_time=_ts(datetime.fromisoformat(end).replace(tzinfo=UTC))))
     own = {t.currency_code: (t.invoice_count, t.invoiced_minor, t.credit_memo_count, t.credited_minor, t.net_minor)
            for t in own_resp.totals}
-    assert set(own) == {"USD", "EUR"} and own["USD"][2] >= 1  # the autopilot's partial credit
+    assert set(own) == {"USD", "EUR"} and own["USD"][2] >= 1  # the credit memo above
 
     for name in ("settlement.csv", "settlement.jsonl"):
         status, out = await crossdock(mesh, "export", "settlement", "--from", start, "--to", end,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 
+import grpc
 import pytest
 
 from crossdock.common.v1.common_pb2 import Address, SkuQuantity
@@ -192,6 +193,6 @@ async def test_reorder_points_are_master_data(stubs, repl):
     # order up to 90.
     (r,) = await all_received(repl, world.warehouse_id, 1)
     assert r.quantity == 40
-    with pytest.raises(Exception) as info:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
         await set_reorder_point(repl, world.warehouse_id, "SKU-NOPE", point=1, quantity=1)
-    assert "SKU-NOPE" in str(info.value)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and "SKU-NOPE" in info.value.details()

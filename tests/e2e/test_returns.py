@@ -79,6 +79,7 @@ async def ledger_follows(stubs, world: World) -> None:
             skus=world.skus, warehouse_id=world.warehouse_id))).positions}
         erp = {p.sku: p.on_hand for p in (await stubs.erp.ListLedgerPositions(erp_pb2.ListLedgerPositionsRequest(
             warehouse_id=world.warehouse_id))).positions}
+        assert set(world.skus) <= set(wms), f"WMS has no position for {set(world.skus) - set(wms)}"
         return wms == erp
     await eventually(equal, what="ERP ledger equal to WMS stock")
 

@@ -11,7 +11,7 @@ from collections import Counter
 
 import nats
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from crossdock.tms.v1 import messages_pb2 as tms_msgs
 from services.mesh.bus import Bus, Consumer, OutboxRelay
@@ -64,10 +64,11 @@ class Recorder:
         self.effects[oid] += 1
 
 
-def consumer(store, bus, handler, *, max_deliver=3, ack_wait=5.0, durable=None) -> Consumer:
+def consumer(store, bus, handler, *, max_deliver=3, ack_wait=5.0, durable=None,
+             subjects=(SUBJECT,)) -> Consumer:
     return Consumer(store=store, bus=bus, durable=durable or f"test-{uuid.uuid4().hex[:8]}", stream="TMS",
-                    subjects=[SUBJECT], handler=handler, max_deliver=max_deliver, ack_wait=ack_wait,
-                    backoff=(0.05, 0.2))
+                    subjects=list(subjects), handlers={SUBJECT: handler}, max_deliver=max_deliver,
+                    ack_wait=ack_wait, backoff=(0.05, 0.2))
 
 
 async def running(c: Consumer):
@@ -102,6 +103,58 @@ async def test_poison_message_is_tried_max_deliver_times_then_dead_lettered_whil
     body = tms_msgs.ShipmentBookingFailed()
     body.ParseFromString(raw.data)
     assert body.order_id == "POISON"
+
+
+async def test_a_subject_with_no_handler_is_dead_lettered_with_the_reason_not_acked_unhandled(
+        store, bus, nc):
+    """A message on a subject the consumer's dispatch table does not name is a
+    permanent error: parked with the reason at once, its inbox claim rolled back
+    (so a replay after the fix is handled), and the messages around it flow."""
+    rec = Recorder()
+    other = "tms.shipment.dispatched"
+    c = consumer(store, bus, rec, subjects=(SUBJECT, other))
+    task = await running(c)
+    await publish(nc, SUBJECT, failed("BEFORE"))
+    orphan_id = await publish(nc, other, tms_msgs.ShipmentDispatched())
+    await publish(nc, SUBJECT, failed("AFTER"))
+    await eventually(lambda: rec.effects["BEFORE"] == 1 and rec.effects["AFTER"] == 1, what="neighbours")
+    dlq = DeadLetters(bus)
+    (raw,) = await eventually(lambda: _letters(dlq, c.durable), what="orphan dead-lettered")
+    await stop(c, task)
+    h = raw.headers
+    assert h["crossdock-dlq-subject"] == other and h["crossdock-dlq-permanent"] == "true"
+    assert h["ce-id"] == orphan_id
+    assert f"no handler for {other}" in h["crossdock-dlq-reason"]
+    async with store.read() as conn:
+        claimed = (await conn.execute(select(store.inbox.c.message_id).where(
+            store.inbox.c.consumer == c.durable))).scalars().all()
+    assert orphan_id not in claimed and len(claimed) == 2
+
+
+async def test_a_max_deliveries_advisory_sent_while_no_consumer_of_ours_listens_is_still_dead_lettered(
+        store, bus, nc):
+    """JetStream gives up on a message only when the next pull arrives, and says so
+    with a core NATS advisory: one sent while no process of ours listens (here the
+    pulls of a replica that hung on the message until it was killed) must not be lost."""
+    rec = Recorder()
+    c = consumer(store, bus, rec, max_deliver=2, ack_wait=1.0)
+    await c.subscribe()  # the durable exists; nothing of ours consumes yet
+    event_id = await publish(nc, SUBJECT, failed("STUCK"))
+    sub = await nc.jetstream().pull_subscribe_bind(c.durable, "TMS")
+    for attempt in (1, 2):  # every attempt taken, none acked
+        (msg,) = await sub.fetch(1, timeout=10)
+        assert msg.metadata.num_delivered == attempt
+    # The next pull, once the last ack wait is over: JetStream gives up now.
+    with pytest.raises(nats.errors.TimeoutError):
+        await sub.fetch(1, timeout=3)
+    await sub.unsubscribe()
+    task = await running(c)
+    (raw,) = await eventually(lambda: _letters(DeadLetters(bus), c.durable), timeout=15,
+                              what="the given-up message dead-lettered")
+    await stop(c, task)
+    h = raw.headers
+    assert h["ce-id"] == event_id and h["crossdock-dlq-attempts"] == "2"
+    assert "no ack within" in h["crossdock-dlq-reason"] and rec.calls["STUCK"] == 0
 
 
 async def _letters(dlq: DeadLetters, durable: str):
@@ -191,7 +244,7 @@ async def test_an_ack_after_the_ack_wait_still_has_one_effect(store, bus, nc):
 async def test_max_deliveries_advisory_dead_letters_a_message_whose_last_attempt_timed_out(store, bus, nc):
     c = consumer(store, bus, Recorder(), max_deliver=2, ack_wait=1.0)
     await c.subscribe()
-    watcher = await c._watch_max_deliveries()
+    watcher = asyncio.create_task(c._dead_letter_given_up())  # listening all along this time
     await publish(nc, SUBJECT, failed("HUNG"))
     # A process that takes the message and dies, twice (raw subscription, never acks).
     js = nc.jetstream()
@@ -203,7 +256,8 @@ async def test_max_deliveries_advisory_dead_letters_a_message_whose_last_attempt
         return await _letters(DeadLetters(bus), c.durable)
 
     (raw,) = await eventually(dead_lettered, timeout=15, what="advisory")
-    await watcher.unsubscribe()
+    c.stop()
+    await asyncio.wait_for(watcher, 10)
     assert raw.headers["crossdock-dlq-attempts"] == "2"
     assert "no ack" in raw.headers["crossdock-dlq-reason"]
 
@@ -392,7 +446,7 @@ async def test_a_batch_whose_transaction_ran_out_of_time_commits_and_goes_on_in_
     for oid in ids:
         await publish(nc, SUBJECT, failed(oid))
     c = Consumer(store=store, bus=bus, durable=f"test-{uuid.uuid4().hex[:8]}", stream="TMS", subjects=[SUBJECT],
-                 handler=rec, max_deliver=3, ack_wait=5.0, backoff=(0.05, 0.2), tx_max_s=1e-9)
+                 handlers={SUBJECT: rec}, max_deliver=3, ack_wait=5.0, backoff=(0.05, 0.2), tx_max_s=1e-9)
     before = STORE_TRANSACTIONS._value.get()
     task = await running(c)
     await eventually(lambda: all(rec.effects[oid] == 1 for oid in ids), what="every message")

@@ -168,9 +168,14 @@ async def test_one_order_is_one_trace_with_metrics_and_logs(tmp_path: Path):
                 return spans if {("crossdock-erp", "cmd.erp.invoice.post process"),
                                  ("crossdock-ordertoship", "erp.invoice.posted process")} <= names else None
 
-            spans = await wait_for(complete, 30, "the invoice spans")
-            await asyncio.sleep(1)  # the last batches (the acks' spans end after the handler's)
-            spans = receiver.trace(trace_id)
+            await wait_for(complete, 30, "the invoice spans")
+
+            def whole():  # the last batches come later (the acks' spans end after the handler's)
+                spans = receiver.trace(trace_id)
+                ids = {s["span_id"] for s in spans}
+                return spans if all(s["parent"] in ids for s in spans if s["parent"]) else None
+
+            spans = await wait_for(whole, 30, "every span's parent in the trace (one unbroken tree)")
             tree = span_tree(spans)
             print(f"\nspan tree of {order.order_id} (trace {trace_id}, {len(spans)} spans):\n{tree}")
             (tmp_path / "span-tree.txt").write_text(tree)
@@ -216,8 +221,9 @@ async def test_one_order_is_one_trace_with_metrics_and_logs(tmp_path: Path):
             assert invoice_log and by_id[invoice_log[0]["span_id"]]["name"] == "cmd.erp.invoice.post process"
 
             # ---- Prometheus metrics ----
-            await asyncio.sleep(1.2)  # one consumer-info poll
-            ots = metrics_text(mesh.data_dir, "ordertoship")
+            ots = await wait_for(  # after the first consumer-info poll
+                lambda: (t := metrics_text(mesh.data_dir, "ordertoship"))
+                and "crossdock_consumer_ack_pending_messages{" in t and t, 30, "the consumer-info gauges")
             for name in ("crossdock_order_completion_seconds_count", "crossdock_order_release_delay_seconds_count",
                          "crossdock_shipment_posting_lag_seconds_count", "crossdock_invoice_timing_seconds_count"):
                 assert sample(ots, name) >= 1, name
