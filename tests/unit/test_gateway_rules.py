@@ -80,3 +80,30 @@ def test_a_bad_page_token_is_a_400_naming_it():
     p = from_grpc(_downstream(InvalidArgument([("page_token", "not a page token")])))
     assert p.status == 400 and p.errors == [{"field": "query.page_token", "description": "not a page token"}]
     assert from_grpc(_downstream(InvalidArgument([("lines[0].sku", "required")]))).status == 422
+
+
+def test_control_characters_are_found_at_any_depth_and_text_is_left_alone():
+    r = ots.SubmitOrderRequest(request_id="r\x00", lines=[ots.OrderLine(sku="ok"), ots.OrderLine(sku="\x1b[2J")])
+    r.ship_to.name = "Ann\tLee"
+    r.ship_to.line1 = "Dock 4\r\nGate B"
+    r.ship_to.city = "\u0085"  # C1 NEXT LINE
+    assert fields(validation.text_violations(r)) == {"request_id", "lines[1].sku", "ship_to.city"}
+    assert validation.text_violations(ots.CancelOrderRequest(order_id="O-1", reason="late\n")) == []
+
+
+def test_control_characters_in_map_fields_are_found_too():
+    from crossdock.admin.v1 import admin_pb2
+
+    dl = admin_pb2.DeadLetter(headers={"ce-id": "ok", "x\x00": "v", "y": "\x7f"})
+    assert fields(validation.text_violations(dl)) == {"headers['x\\x00']", "headers['y']"}
+
+
+def test_an_api_client_request_names_every_bad_field():
+    from crossdock.admin.v1 import api_clients_pb2 as cpb
+    from gateway.governance import SCOPES
+
+    good = cpb.CreateApiClientRequest(channel="webshop", customer_id="C-1", scopes=["orders:read"])
+    assert validation.create_api_client(good, SCOPES) == []
+    bad = cpb.CreateApiClientRequest(channel="web shop", name="n" * 201, scopes=["orders:read", "sudo"],
+                                     rate_limit=float("nan"))
+    assert fields(validation.create_api_client(bad, SCOPES)) == {"channel", "name", "scopes[1]", "rate_limit"}
