@@ -4,6 +4,7 @@
 #
 #   docker build -t crossdock:0.1.0 .
 #   docker run --rm crossdock:0.1.0 erp            # = python -m services.erp
+#   docker run --rm crossdock:0.1.0 gateway        # = python -m gateway (the experience layer)
 #   docker run --rm crossdock:0.1.0 crossdock orders   # the operator CLI
 #
 # The build mirrors the Makefile: a venv from requirements.lock, the Protobuf
@@ -35,6 +36,7 @@ RUN pip install -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY proto ./proto
 COPY services ./services
+COPY gateway ./gateway
 COPY deploy/docker ./deploy/docker
 
 # Same command as the Makefile's $(GEN) target (buf lint runs in CI, not here).
@@ -43,7 +45,7 @@ RUN mkdir -p gen \
       $(find proto -name '*.proto' | sort) \
  && pip install --no-deps --no-build-isolation -e . \
  && echo "/app/gen" > "$(python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/crossdock_gen.pth" \
- && python -m compileall -q -j 0 /app/services /app/gen /app/deploy/docker \
+ && python -m compileall -q -j 0 /app/services /app/gateway /app/gen /app/deploy/docker \
  && python -c "import services.mesh.contracts"
 
 # ---------------------------------------------------------------- runtime

@@ -18,8 +18,8 @@ from crossdock.erp.v1 import erp_pb2
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
 from crossdock.tms.v1 import tms_pb2
 from crossdock.wms.v1 import wms_pb2
-from services.gateway.governance import create_client
-from services.gateway.store import metadata as gateway_metadata
+from gateway.governance import create_client
+from gateway.store import metadata as gateway_metadata
 from services.mesh.launcher import Mesh
 from services.mesh.store import Store
 from tests.e2e.conftest import Stubs, usd

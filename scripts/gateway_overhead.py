@@ -21,8 +21,8 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from crossdock.wms.v1 import wms_pb2, wms_pb2_grpc  # noqa: E402
-from services.gateway.governance import create_client  # noqa: E402
-from services.gateway.store import metadata  # noqa: E402
+from gateway.governance import create_client  # noqa: E402
+from gateway.store import metadata  # noqa: E402
 from services.mesh.launcher import Mesh  # noqa: E402
 from services.mesh.store import Store  # noqa: E402
 from tests.e2e.conftest import FAST, Stubs, make_world  # noqa: E402

@@ -18,8 +18,9 @@ from services.mesh.store import migrate
 
 
 def main(service: str, message: str) -> None:
-    importlib.import_module(f"services.{service}.store")
-    migrations = Path("services") / service / "migrations"
+    package = "gateway" if service == "gateway" else f"services.{service}"  # gateway/ is top-level
+    importlib.import_module(f"{package}.store")
+    migrations = Path(*package.split(".")) / "migrations"
     (migrations / "versions").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{tmp}/scratch.db"

@@ -2,7 +2,8 @@
 
 ``SERVICE`` is a folder of ``services/`` with a ``__main__.py`` (``erp``, ``wms``,
 ``tms``, ``ordertoship``, and whatever is added later): it runs
-``python -m services.SERVICE``. Anything else runs as a command, e.g.
+``python -m services.SERVICE``; ``gateway`` (the top-level ``gateway/`` package,
+the experience layer) runs ``python -m gateway``. Anything else runs as a command, e.g.
 ``entrypoint.py crossdock orders`` (the operator CLI).
 
 Before that, two things Kubernetes needs and ``services/mesh/config.py`` does
@@ -32,12 +33,15 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 DEFAULT_SECRETS_DIR = "/etc/crossdock/secrets"
-SERVICES_DIR = Path(__file__).resolve().parents[2] / "services"
+REPO_DIR = Path(__file__).resolve().parents[2]
+SERVICES_DIR = REPO_DIR / "services"
+# Top-level packages that run as a service (``python -m NAME``).
+TOP_LEVEL = ("gateway",)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]+$")
 
 USAGE = """usage: entrypoint.py SERVICE [ARGS...] | COMMAND [ARGS...]
-  SERVICE  one of: {services}  (runs python -m services.SERVICE)
+  SERVICE  one of: {services}  (runs python -m services.SERVICE, or python -m gateway)
   COMMAND  anything else, e.g. `crossdock orders`
 """
 
@@ -97,16 +101,16 @@ def prepare_environment(env: dict[str, str]) -> dict[str, str]:
 
 
 def known_services() -> list[str]:
-    if not SERVICES_DIR.is_dir():
-        return []
-    return sorted(p.parent.name for p in SERVICES_DIR.glob("*/__main__.py"))
+    names = {p.parent.name for p in SERVICES_DIR.glob("*/__main__.py")} if SERVICES_DIR.is_dir() else set()
+    return sorted(names | {n for n in TOP_LEVEL if (REPO_DIR / n / "__main__.py").is_file()})
 
 
 def command_for(argv: list[str]) -> list[str]:
     if not argv or argv[0] in ("-h", "--help", "help"):
         raise EntrypointError(USAGE.format(services=", ".join(known_services())))
     if argv[0] in known_services():
-        return [sys.executable, "-m", f"services.{argv[0]}", *argv[1:]]
+        module = argv[0] if argv[0] in TOP_LEVEL else f"services.{argv[0]}"
+        return [sys.executable, "-m", module, *argv[1:]]
     return argv
 
 

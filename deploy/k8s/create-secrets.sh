@@ -5,7 +5,11 @@
 #   nats-users             users.conf for the NATS nodes: one password per NATS user
 #   postgres-credentials   superuser-password and role-<service> for the in-cluster PostgreSQL
 #   <service>-credentials  CROSSDOCK_DATABASE_URL, CROSSDOCK_NATS_USER,
-#                          CROSSDOCK_NATS_PASSWORD (mounted as files in the service pods)
+#                          CROSSDOCK_NATS_PASSWORD, CROSSDOCK_PAGE_TOKEN_KEY (seals the
+#                          service's page tokens; its replicas share it), and for the
+#                          gateway CROSSDOCK_GATEWAY_OPERATOR_TOKEN (the first admin
+#                          credential: `kubectl exec deploy/gateway -- crossdock clients ...`)
+#                          (mounted as files in the service pods)
 #
 # usage: deploy/k8s/create-secrets.sh [-n NAMESPACE] [--print] [--force]
 #   -n NAMESPACE  target namespace (default: crossdock)
@@ -96,8 +100,11 @@ for service in "${services[@]}"; do
   db="crossdock_$service"
   url="postgresql://$db:$(<"$tmp/pg-$service")@$pg_host:$pg_port/$db"
   [[ -n $pg_query ]] && url="$url?$pg_query"
+  extra=()
+  [[ $service == gateway ]] && extra+=(--from-literal=CROSSDOCK_GATEWAY_OPERATOR_TOKEN="cdk_operator.$(password)")
   emit "$service-credentials" \
     --from-literal=CROSSDOCK_DATABASE_URL="$url" \
     --from-literal=CROSSDOCK_NATS_USER="$service" \
-    --from-literal=CROSSDOCK_NATS_PASSWORD="$(<"$tmp/nats-$service")"
+    --from-literal=CROSSDOCK_NATS_PASSWORD="$(<"$tmp/nats-$service")" \
+    --from-literal=CROSSDOCK_PAGE_TOKEN_KEY="$(password)" "${extra[@]}"
 done

@@ -4,35 +4,24 @@ default, CROSSDOCK_ORDERTOSHIP_ADDR)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Annotated
 
-import grpc
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from crossdock.admin.v1 import admin_pb2 as pb
-from crossdock.admin.v1 import admin_pb2_grpc
-from services.mesh.config import load_settings
+
+from .rpc import Stubs, console, run
 
 app = typer.Typer(help=__doc__, no_args_is_help=True)
-console = Console()
-
-
-async def _call(method: str, request):
-    async with grpc.aio.insecure_channel(load_settings().ordertoship_addr) as channel:
-        stub = admin_pb2_grpc.DeadLetterServiceStub(channel)
-        return await getattr(stub, method)(request, timeout=10)
 
 
 def _run(method: str, request):
-    try:
-        return asyncio.run(_call(method, request))
-    except grpc.aio.AioRpcError as err:
-        console.print(f"[red]{err.code().name}[/red]: {err.details()}")
-        raise typer.Exit(1) from None
+    async def call():
+        async with Stubs() as s:
+            return await getattr(s.dead_letters, method)(request, timeout=10)
+    return run(call())
 
 
 @app.command("list")

@@ -11,16 +11,17 @@ import typer
 from rich.table import Table
 
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
-from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
 
-from .rpc import channel, console, run
+from .rpc import Stubs, console, run
 
 app = typer.Typer(help=__doc__, no_args_is_help=True)
 policy_app = typer.Typer(help="Exception policies: SHIP_PARTIAL, HOLD or CANCEL_LINES.", no_args_is_help=True)
 app.add_typer(policy_app, name="policy")
 
-ACTIONS = [n.removeprefix("RESOLUTION_ACTION_") for n in pb.ResolutionAction.keys() if not n.endswith("UNSPECIFIED")]
-POLICIES = [n.removeprefix("EXCEPTION_POLICY_") for n in pb.ExceptionPolicy.keys() if not n.endswith("UNSPECIFIED")]
+ACTIONS = [n.removeprefix("RESOLUTION_ACTION_") for n in pb.ResolutionAction.keys()
+           if not n.endswith("UNSPECIFIED")]
+POLICIES = [n.removeprefix("EXCEPTION_POLICY_") for n in pb.ExceptionPolicy.keys()
+            if not n.endswith("UNSPECIFIED")]
 
 
 def _name(enum, value: int, prefix: str) -> str:
@@ -31,18 +32,15 @@ def _lines(items) -> str:
     return ", ".join(f"{q.sku} x{q.quantity}" for q in items) or "-"
 
 
-def _stub(ch):
-    return order_to_ship_pb2_grpc.OrderToShipServiceStub(ch)
-
-
 def print_exception(e: pb.OrderException) -> None:
     console.print(f"[bold]{e.exception_id}[/bold] {_name(pb.ExceptionKind, e.kind, 'EXCEPTION_KIND_')} "
                   f"on order {e.order_id} ({e.customer_id}), shipment {e.wave} — "
                   f"{_name(pb.ExceptionStatus, e.status, 'EXCEPTION_STATUS_')}")
     console.print(f"  missing: {_lines(e.lines)}; {e.detail}")
-    console.print(f"  policy {_name(pb.ExceptionPolicy, e.policy, 'EXCEPTION_POLICY_')}"
-                  + (f"; resolved by {e.resolved_by}: {_name(pb.ResolutionAction, e.action, 'RESOLUTION_ACTION_')}"
-                     + (f" ({e.note})" if e.note else "") if e.resolved_by else "; waiting for a decision"))
+    action = _name(pb.ResolutionAction, e.action, "RESOLUTION_ACTION_")
+    decided = (f"; resolved by {e.resolved_by}: {action}" + (f" ({e.note})" if e.note else "")
+               if e.resolved_by else "; waiting for a decision")
+    console.print(f"  policy {_name(pb.ExceptionPolicy, e.policy, 'EXCEPTION_POLICY_')}{decided}")
 
 
 @app.command("list")
@@ -53,8 +51,8 @@ def list_(
 ) -> None:
     """The work list: open exceptions, oldest first."""
     async def main() -> None:
-        async with channel("ordertoship") as ch:
-            r = await _stub(ch).ListExceptions(pb.ListExceptionsRequest(
+        async with Stubs() as s:
+            r = await s.ots.ListExceptions(pb.ListExceptionsRequest(
                 page_size=limit, order_id=order_id, status=0 if all_ else pb.EXCEPTION_STATUS_OPEN))
         t = Table("exception", "order", "kind", "missing", "status", "decided by", "action")
         for e in r.exceptions:
@@ -71,11 +69,11 @@ def list_(
 def show(exception_id: str) -> None:
     """One exception and the state of its order."""
     async def main() -> None:
-        async with channel("ordertoship") as ch:
-            r = await _stub(ch).GetException(pb.GetExceptionRequest(exception_id=exception_id))
+        async with Stubs() as s:
+            r = await s.ots.GetException(pb.GetExceptionRequest(exception_id=exception_id))
         print_exception(r.exception)
-        console.print(f"order {r.order.order_id}: {pb.OrderStatus.Name(r.order.status).removeprefix('ORDER_STATUS_')}"
-                      f" ({r.order.status_reason or '-'})")
+        status = pb.OrderStatus.Name(r.order.status).removeprefix("ORDER_STATUS_")
+        console.print(f"order {r.order.order_id}: {status} ({r.order.status_reason or '-'})")
     run(main())
 
 
@@ -93,8 +91,8 @@ def resolve(
         raise typer.BadParameter(f"one of {', '.join(ACTIONS)}", param_hint="ACTION")
 
     async def main() -> None:
-        async with channel("ordertoship") as ch:
-            r = await _stub(ch).ResolveException(pb.ResolveExceptionRequest(
+        async with Stubs() as s:
+            r = await s.ots.ResolveException(pb.ResolveExceptionRequest(
                 exception_id=exception_id, action=pb.ResolutionAction.Value(f"RESOLUTION_ACTION_{action}"),
                 resolved_by=by or getpass.getuser(), carrier_id=carrier, note=note))
         print_exception(r.exception)
@@ -117,11 +115,12 @@ def policy_set(
         raise typer.BadParameter(f"one of {', '.join(POLICIES)} or NONE", param_hint="POLICY")
 
     async def main() -> None:
-        async with channel("ordertoship") as ch:
-            r = await _stub(ch).SetExceptionPolicy(pb.SetExceptionPolicyRequest(
+        async with Stubs() as s:
+            r = await s.ots.SetExceptionPolicy(pb.SetExceptionPolicyRequest(
                 customer_id=customer, channel=channel_,
                 policy=0 if policy == "NONE" else pb.ExceptionPolicy.Value(f"EXCEPTION_POLICY_{policy}")))
-        console.print(f"{r.rule.scope} {r.rule.key or ''}: {_name(pb.ExceptionPolicy, r.rule.policy, 'EXCEPTION_POLICY_')}")
+        policy_name = _name(pb.ExceptionPolicy, r.rule.policy, "EXCEPTION_POLICY_")
+        console.print(f"{r.rule.scope} {r.rule.key or ''}: {policy_name}")
     run(main())
 
 
@@ -129,10 +128,11 @@ def policy_set(
 def policy_list() -> None:
     """Every policy: the default, then per customer and per channel."""
     async def main() -> None:
-        async with channel("ordertoship") as ch:
-            r = await _stub(ch).ListExceptionPolicies(pb.ListExceptionPoliciesRequest())
+        async with Stubs() as s:
+            r = await s.ots.ListExceptionPolicies(pb.ListExceptionPoliciesRequest())
         t = Table("scope", "key", "policy")
         for rule in r.rules:
-            t.add_row(rule.scope, rule.key or "-", _name(pb.ExceptionPolicy, rule.policy, "EXCEPTION_POLICY_"))
+            t.add_row(rule.scope, rule.key or "-",
+                      _name(pb.ExceptionPolicy, rule.policy, "EXCEPTION_POLICY_"))
         console.print(t)
     run(main())

@@ -37,12 +37,13 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from crossdock.erp.v1 import erp_pb2, erp_pb2_grpc
+from crossdock.erp.v1 import erp_pb2
 from crossdock.reconciliation.v1 import reconciliation_pb2 as rpb
-from crossdock.reconciliation.v1 import reconciliation_pb2_grpc
 
-from .rpc import channel, console, money, run
+from .rpc import Stubs, console, money, run
 
+# `crossdock reconcile` (a command of the root) and `crossdock export ...`.
+app = typer.Typer()
 export_app = typer.Typer(help="Batch exports for finance.", no_args_is_help=True)
 
 
@@ -117,6 +118,7 @@ def write_report(path: Path, resp: rpb.ReconcileInventoryResponse) -> None:
         raise
 
 
+@app.command()
 def reconcile(
     repair: Annotated[bool, typer.Option(help="correct the ERP ledger to WMS truth (audited)")] = False,
     warehouse: Annotated[str, typer.Option(help="only this warehouse")] = "",
@@ -130,8 +132,8 @@ def reconcile(
         req.grace_period.CopyFrom(Duration(seconds=int(grace), nanos=int((grace % 1) * 1e9)))
 
     async def main() -> rpb.ReconcileInventoryResponse:
-        async with channel("returns") as ch:
-            stub = reconciliation_pb2_grpc.ReconciliationServiceStub(ch)
+        async with Stubs() as s:
+            stub = s.reconciliation
             with console.status("reconciling ERP ledger with WMS stock"):
                 return await stub.ReconcileInventory(req, timeout=600)
 
@@ -251,7 +253,8 @@ async def export_settlement(erp, start: datetime, end: datetime, out: Path, fmt:
             buf.seek(0)
             buf.truncate()
             on_rows(result.rows)
-        if result.from_rows != {c: t for c, t in result.from_erp.items() if t.invoice_count or t.credit_memo_count}:
+        documented = {c: t for c, t in result.from_erp.items() if t.invoice_count or t.credit_memo_count}
+        if result.from_rows != documented:
             raise RuntimeError("the exported rows do not add up to ERP's totals of the same snapshot: "
                                f"rows {result.from_rows}, ERP {result.from_erp}")
         target.commit()
@@ -287,8 +290,8 @@ def settlement(
         raise typer.BadParameter("must be after --from", param_hint="--to")
 
     async def main() -> tuple[ExportResult, dict[str, Totals]]:
-        async with channel("erp") as ch:
-            erp = erp_pb2_grpc.ErpServiceStub(ch)
+        async with Stubs() as s:
+            erp = s.erp
             with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(),
                           TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                           transient=True) as progress:

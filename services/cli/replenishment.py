@@ -12,20 +12,15 @@ import typer
 from rich.table import Table
 
 from crossdock.erp.v1 import replenishment_pb2 as pb
-from crossdock.erp.v1 import replenishment_pb2_grpc
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as opb
 
-from . import app as root_app
 from .reference_data import REORDER_POINTS
-from .rpc import channel, console, run
+from .rpc import Stubs, console, run
 
 app = typer.Typer(help="Reorder points and replenishments (purchases, transfers)", no_args_is_help=True)
 points_app = typer.Typer(help="Reorder points per SKU and warehouse (ERP master data)", no_args_is_help=True)
 app.add_typer(points_app, name="reorder-point")
-root_app.add_typer(app, name="replenishment")
 
-def _stub(ch) -> replenishment_pb2_grpc.ReplenishmentServiceStub:
-    return replenishment_pb2_grpc.ReplenishmentServiceStub(ch)
 
 
 def _name(enum, value: int, prefix: str) -> str:
@@ -45,10 +40,10 @@ def set_point(
 ) -> None:
     """Create or change a reorder point (replicated to WMS)."""
     async def main() -> None:
-        async with channel("erp") as ch:
-            p = (await _stub(ch).UpsertReorderPoint(pb.UpsertReorderPointRequest(reorder_point=pb.ReorderPoint(
-                sku=sku, warehouse_id=warehouse, reorder_point=point, reorder_quantity=quantity)),
-                timeout=10)).reorder_point
+        async with Stubs() as s:
+            p = (await s.replenishment.UpsertReorderPoint(pb.UpsertReorderPointRequest(
+                reorder_point=pb.ReorderPoint(sku=sku, warehouse_id=warehouse, reorder_point=point,
+                                              reorder_quantity=quantity)), timeout=10)).reorder_point
         console.print(f"{p.warehouse_id} {p.sku}: reorder point {p.reorder_point}, reorder quantity "
                       f"{p.reorder_quantity} (revision {p.revision})")
     run(main())
@@ -58,8 +53,8 @@ def set_point(
 def list_points(warehouse: str = "", limit: int = 100) -> None:
     """List reorder points."""
     async def main() -> None:
-        async with channel("erp") as ch:
-            resp = await _stub(ch).ListReorderPoints(pb.ListReorderPointsRequest(
+        async with Stubs() as s:
+            resp = await s.replenishment.ListReorderPoints(pb.ListReorderPointsRequest(
                 warehouse_id=warehouse, page_size=limit), timeout=10)
         t = Table("warehouse", "sku", "reorder point", "reorder quantity", "revision", "updated")
         for p in resp.reorder_points:
@@ -73,8 +68,8 @@ def list_points(warehouse: str = "", limit: int = 100) -> None:
 def list_replenishments(warehouse: str = "", sku: str = "", limit: int = 100) -> None:
     """List replenishments (purchases and transfers), oldest id first."""
     async def main() -> None:
-        async with channel("erp") as ch:
-            resp = await _stub(ch).ListReplenishments(pb.ListReplenishmentsRequest(
+        async with Stubs() as s:
+            resp = await s.replenishment.ListReplenishments(pb.ListReplenishmentsRequest(
                 warehouse_id=warehouse, sku=sku, page_size=limit), timeout=10)
         t = Table("replenishment", "kind", "sku", "into", "from", "qty", "status", "expected", "received",
                   "why")
@@ -87,12 +82,11 @@ def list_replenishments(warehouse: str = "", sku: str = "", limit: int = 100) ->
     run(main())
 
 
-async def seed_reorder_points() -> int:
+async def seed_reorder_points(stub) -> int:
     """Load the demo world's reorder points (idempotent upserts)."""
-    async with channel("erp") as ch:
-        for warehouse, sku, point, quantity in REORDER_POINTS:
-            await _stub(ch).UpsertReorderPoint(pb.UpsertReorderPointRequest(reorder_point=pb.ReorderPoint(
-                sku=sku, warehouse_id=warehouse, reorder_point=point, reorder_quantity=quantity)), timeout=10)
+    for warehouse, sku, point, quantity in REORDER_POINTS:
+        await stub.UpsertReorderPoint(pb.UpsertReorderPointRequest(reorder_point=pb.ReorderPoint(
+            sku=sku, warehouse_id=warehouse, reorder_point=point, reorder_quantity=quantity)), timeout=10)
     return len(REORDER_POINTS)
 
 
@@ -108,12 +102,14 @@ async def show_backorder_releases(ots, out, timeout: float = 60.0) -> None:
     while waiting and time.monotonic() < deadline:
         for order_id in list(waiting):
             order = (await ots.GetOrder(opb.GetOrderRequest(order_id=order_id), timeout=10)).order
-            if order.status in (opb.ORDER_STATUS_INVOICED, opb.ORDER_STATUS_CANCELLED, opb.ORDER_STATUS_REJECTED):
+            finished = (opb.ORDER_STATUS_INVOICED, opb.ORDER_STATUS_CANCELLED, opb.ORDER_STATUS_REJECTED)
+            if order.status in finished:
                 out.orders[order_id] = order
                 waiting.remove(order_id)
                 how = ("released by a replenishment receipt" if order.status == opb.ORDER_STATUS_INVOICED
                        else "ended")
-                console.print(f"  {order_id}: {how} → {_name(opb.OrderStatus, order.status, 'ORDER_STATUS_')}")
+                now = _name(opb.OrderStatus, order.status, "ORDER_STATUS_")
+                console.print(f"  {order_id}: {how} → {now}")
         if waiting:
             await asyncio.sleep(0.5)  # polling interval of the display
     for order_id in waiting:

@@ -11,10 +11,9 @@ from google.protobuf.duration_pb2 import Duration
 from rich.table import Table
 
 from crossdock.returns.v1 import returns_pb2 as pb
-from crossdock.returns.v1 import returns_pb2_grpc
 
 from . import workload
-from .rpc import channel, console, money, run
+from .rpc import Stubs, console, money, run
 
 app = typer.Typer(help=__doc__, no_args_is_help=True)
 REASONS = [n.removeprefix("RETURN_REASON_") for n in pb.ReturnReason.keys() if not n.endswith("UNSPECIFIED")]
@@ -46,7 +45,8 @@ def print_return(r: pb.CustomerReturn) -> None:
     cur = r.expected_credit.currency_code
     console.print(f"RMA {r.rma_number or '-'}, warehouse {r.warehouse_id}, expected credit "
                   f"{money(r.expected_credit.amount_minor, cur)} {cur}, credited "
-                  f"{money(r.credited.amount_minor, cur)} {cur} {r.credit_memo_id}, trace {r.trace_id or '-'}")
+                  f"{money(r.credited.amount_minor, cur)} {cur} {r.credit_memo_id}, "
+                  f"trace {r.trace_id or '-'}")
     lines = Table("line", "sku", "qty", "reason", "received", "restock", "scrap", "refuse", "credit")
     for x in r.lines:
         lines.add_row(str(x.line_number), x.sku, str(x.quantity),
@@ -77,8 +77,8 @@ def create(
         req.receive_within.CopyFrom(Duration(seconds=int(within * 3600)))
 
     async def main() -> None:
-        async with channel("returns") as ch:
-            r = (await returns_pb2_grpc.ReturnsServiceStub(ch).CreateReturn(req, timeout=30)).customer_return
+        async with Stubs() as s:
+            r = (await s.returns.CreateReturn(req, timeout=30)).customer_return
         console.print(f"{r.return_id}: {status_name(r.status)} — follow it with "
                       f"`crossdock returns show {r.return_id}`")
     run(main())
@@ -88,8 +88,8 @@ def create(
 def show(return_id: str) -> None:
     """A return with its lines, dispositions, credit and timeline."""
     async def main() -> None:
-        async with channel("returns") as ch:
-            r = (await returns_pb2_grpc.ReturnsServiceStub(ch).GetReturn(
+        async with Stubs() as s:
+            r = (await s.returns.GetReturn(
                 pb.GetReturnRequest(return_id=return_id), timeout=10)).customer_return
         print_return(r)
     run(main())
@@ -100,9 +100,10 @@ def list_(status: str = "", order: str = "", customer: str = "", limit: int = 50
     """List returns (oldest first)."""
     async def main() -> None:
         req = pb.ListReturnsRequest(page_size=limit, order_id=order, customer_id=customer,
-                                    status=pb.ReturnStatus.Value(f"RETURN_STATUS_{status.upper()}") if status else 0)
-        async with channel("returns") as ch:
-            resp = await returns_pb2_grpc.ReturnsServiceStub(ch).ListReturns(req, timeout=10)
+                                    status=pb.ReturnStatus.Value(f"RETURN_STATUS_{status.upper()}")
+                                    if status else 0)
+        async with Stubs() as s:
+            resp = await s.returns.ListReturns(req, timeout=10)
         t = Table("return", "order", "customer", "status", "RMA", "credited", "reason")
         for r in resp.returns:
             cur = r.credited.currency_code
@@ -116,8 +117,8 @@ def list_(status: str = "", order: str = "", customer: str = "", limit: int = 50
 def cancel(return_id: str, reason: str = "") -> None:
     """Cancel a return until its goods are received (the RMA is cancelled, nothing credited)."""
     async def main() -> None:
-        async with channel("returns") as ch:
-            r = (await returns_pb2_grpc.ReturnsServiceStub(ch).CancelReturn(
+        async with Stubs() as s:
+            r = (await s.returns.CancelReturn(
                 pb.CancelReturnRequest(return_id=return_id, reason=reason), timeout=10)).customer_return
         console.print(f"{r.return_id}: {status_name(r.status)}")
     run(main())
@@ -129,13 +130,13 @@ OUTCOME_LABELS = {"CREDITED": "return credited", "PARTIALLY_CREDITED": "return p
                   "REFUSED": "return refused"}
 
 
-async def demo_returns(ch, out: workload.Outcome, progress) -> None:
+async def demo_returns(stub, out: workload.Outcome, progress) -> None:
     """A full, a partial and a refused return of the demo's invoiced orders."""
     requests = workload.sample_returns(out.orders)
     if not requests:
         return
     task = progress.add_task("returns  ", total=len(requests))
-    await workload.run_returns(returns_pb2_grpc.ReturnsServiceStub(ch), requests, out,
+    await workload.run_returns(stub, requests, out,
                                on_settled=lambda k: progress.update(task, completed=k))
 
 

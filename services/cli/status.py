@@ -29,7 +29,7 @@ from typing import Annotated
 
 import grpc
 import typer
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console, Group
 from rich.live import Live
@@ -37,11 +37,12 @@ from rich.table import Table
 from rich.tree import Tree
 
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
-from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
 from services.mesh.config import SERVICES, load_settings
 from services.mesh.launcher import supervisor_state
 
-from . import app
+from .rpc import Stubs
+
+app = typer.Typer()
 
 console = Console()
 
@@ -151,10 +152,10 @@ def scrape(service: str, url: str, timeout: float = 2.0) -> Scrape:
     return out
 
 
-async def health(addr: str) -> str:
+async def health(stubs: Stubs, service: str, addr: str) -> str:
+    """One replica's health (its own channel: the view shows every replica)."""
     try:
-        async with grpc.aio.insecure_channel(addr) as channel:
-            r = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.5)
+        r = await stubs.health(service, addr).Check(health_pb2.HealthCheckRequest(), timeout=1.5)
         return health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
     except grpc.aio.AioRpcError as err:
         return "DOWN" if err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) \
@@ -219,14 +220,15 @@ async def snapshot() -> Snapshot:
     for name in SERVICES:
         addrs = [a.strip() for a in s.addr(name).split(",") if a.strip()]
         for i, addr in enumerate(addrs):
-            targets[name if len(addrs) == 1 else f"{name}#{i + 1}"] = addr
-    states = await asyncio.gather(*(health(a) for a in targets.values()))
+            targets[name if len(addrs) == 1 else f"{name}#{i + 1}"] = (name, addr)
+    async with Stubs(s) as stubs:
+        states = await asyncio.gather(*(health(stubs, n, a) for n, a in targets.values()))
     (streams, consumers, dlq, nats_error) = await _nats(s.nats_url)
     urls = metrics_urls()
     scrapes = await asyncio.gather(*(asyncio.to_thread(scrape, svc, url) for svc, url in urls.items()))
     supervised = supervisor_state(s.resolved_data_dir).get("processes", {})
-    return Snapshot(dict(zip(targets, states, strict=True)), streams, consumers, dlq, list(scrapes), nats_error,
-                    supervised=supervised)
+    return Snapshot(dict(zip(targets, states, strict=True)), streams, consumers, dlq, list(scrapes),
+                    nats_error, supervised=supervised)
 
 
 def _secs(v: float | None) -> str:
@@ -282,7 +284,8 @@ def render(snap: Snapshot) -> Group:
         h = Histogram()
         for sc in snap.scrapes:
             h.merge(sc.histogram(f"crossdock_{name}_seconds"))
-        business.add_row(label, f"{h.count:.0f}", _secs(h.mean), _secs(h.quantile(0.5)), _secs(h.quantile(0.95)))
+        business.add_row(label, f"{h.count:.0f}", _secs(h.mean), _secs(h.quantile(0.5)),
+                         _secs(h.quantile(0.95)))
     exceptions: dict[str, float] = {}
     finished: dict[str, float] = {}
     for sc in snap.scrapes:
@@ -361,9 +364,8 @@ def jaeger_tree(payload: dict, trace_id: str) -> Tree:
 def trace_cmd(order_id: str) -> None:
     """Print an order's span tree from Jaeger (CROSSDOCK_JAEGER_QUERY_URL)."""
     async def get() -> pb.Order:
-        async with grpc.aio.insecure_channel(load_settings().addr("ordertoship").split(",")[0]) as ch:
-            stub = order_to_ship_pb2_grpc.OrderToShipServiceStub(ch)
-            return (await stub.GetOrder(pb.GetOrderRequest(order_id=order_id), timeout=10)).order
+        async with Stubs() as s:
+            return (await s.ots.GetOrder(pb.GetOrderRequest(order_id=order_id), timeout=10)).order
 
     try:
         order = asyncio.run(get())
@@ -394,6 +396,7 @@ def trace_cmd(order_id: str) -> None:
             console.print(f"[red]{url}: {exc}[/red]")
             raise typer.Exit(1) from None
         time.sleep(1)
-    console.print(f"[bold]{order.order_id}[/bold] {pb.OrderStatus.Name(order.status).removeprefix('ORDER_STATUS_')}")
+    status_name = pb.OrderStatus.Name(order.status).removeprefix("ORDER_STATUS_")
+    console.print(f"[bold]{order.order_id}[/bold] {status_name}")
     console.print(jaeger_tree(payload or {}, order.trace_id))
 

@@ -68,7 +68,8 @@ class Outcome:
                        for r in self.returns.values())
 
     def counts(self) -> Counter:
-        return Counter(pb.OrderStatus.Name(o.status).removeprefix("ORDER_STATUS_") for o in self.orders.values())
+        return Counter(pb.OrderStatus.Name(o.status).removeprefix("ORDER_STATUS_")
+                       for o in self.orders.values())
 
     @property
     def completed_per_second(self) -> float:

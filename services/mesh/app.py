@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +121,16 @@ class Clients:
             self._stubs[service] = ResilientStub(service, raw, self.breakers, self.settings.rpc_timeout)
         return self._stubs[service]
 
+    def stub_of(self, service: str, stub_class: type, full_name: str) -> ResilientStub:
+        """A stub of another API a service serves (e.g. its DeadLetterService), at its address."""
+        key = f"{service}:{full_name}"
+        if key not in self._stubs:
+            channel = client_channel(self.settings.addr(service), [full_name])
+            self._channels[key] = channel
+            self._stubs[key] = ResilientStub(service, stub_class(channel), self.breakers,
+                                             self.settings.rpc_timeout)
+        return self._stubs[key]
+
     @property
     def erp(self) -> Any:
         return self.stub("erp")
@@ -149,19 +159,21 @@ def check_dispatch(durable: str, handlers: Handlers) -> None:
 
 
 class ServiceApp:
-    def __init__(self, name: str, settings: Settings, metadata: MetaData) -> None:
+    def __init__(self, name: str, settings: Settings, metadata: MetaData, *,
+                 interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
         self.name = name
         self.settings = settings
         self.log = structlog.get_logger().bind(service=name)
         self.store = Store(name, settings.store_url(name), metadata)
         self.bus = Bus(name, settings.nats_url, replicas=settings.stream_replicas)
         self.clients = Clients(settings)
-        # Outermost first: the trace span, then latency, then error mapping.
-        interceptors = [*telemetry.server_interceptors(), metrics.ServerMetricsInterceptor(),
-                        ErrorInterceptor()]
+        # Outermost first: the trace span, then latency, then the service's own (the
+        # gateway's guard: it sees every call's final status), then error mapping.
+        chain = [*telemetry.server_interceptors(), metrics.ServerMetricsInterceptor(),
+                 *interceptors, ErrorInterceptor()]
         if faults.enabled():
-            interceptors.append(faults.FaultInterceptor())
-        self.server = grpc.aio.server(interceptors=interceptors, options=SERVER_OPTIONS)
+            chain.append(faults.FaultInterceptor())
+        self.server = grpc.aio.server(interceptors=chain, options=SERVER_OPTIONS)
         # Shared by the consumers that post into a rate-limited system (ERP).
         self.posting_limiter = (AsyncLimiter(settings.erp_posting_rate, 1)
                                 if settings.erp_posting_rate else None)
@@ -280,14 +292,16 @@ class ServiceApp:
 
 
 def run(name: str, metadata: MetaData, migrations_dir: Path,
-        bootstrap: Callable[[ServiceApp], None]) -> None:
-    """Entry point of ``python -m services.<name>``."""
+        bootstrap: Callable[[ServiceApp], None], *,
+        interceptors: Sequence[grpc.aio.ServerInterceptor] = ()) -> None:
+    """Entry point of ``python -m services.<name>`` (and ``python -m gateway``);
+    ``interceptors`` go between the metrics and the error mapping."""
     settings = load_settings()
     configure_logging(name, settings.log_level, settings.log_format)
     telemetry.setup_tracing(name, settings.instance)
 
     async def main() -> None:
-        app = ServiceApp(name, settings, metadata)
+        app = ServiceApp(name, settings, metadata, interceptors=interceptors)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, app.stopping.set)

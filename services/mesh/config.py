@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     # Seconds after which a WMS movement ERP has not applied counts as lost.
     reconcile_grace: float = Field(default=60.0, ge=0)
 
+    # Seals page tokens (services/mesh/paging.py): HMAC key shared by a service's
+    # replicas; empty = a random key kept in <data_dir>/page-token.key.
+    page_token_key: str = Field(default="", repr=False)
+
     # ---- gateway (experience API) ----
     # HTTP/JSON port; 0 picks a free one and writes it to <data_dir>/gateway-http.port.
     gateway_http_host: str = "127.0.0.1"
@@ -133,6 +137,9 @@ class Settings(BaseSettings):
     gateway_max_page_size: int = Field(default=100, ge=1, le=500)
     # Seconds an idempotency record is kept.
     gateway_idempotency_ttl: float = Field(default=24 * 3600.0, gt=0)
+    # The operator token (services/mesh/operator_token.py): accepted by the gateway as an
+    # internal client with every scope; empty = none (API clients only).
+    gateway_operator_token: str = Field(default="", repr=False)
 
     # ---- replenishment (ERP's simulated supplier and transfers) ----
     # Seconds from a purchase being planned to the supplier's delivery at the

@@ -84,8 +84,9 @@ async def _wms_positions(clients: Clients, warehouse_id: str) -> set[tuple[str, 
 async def _as_of(clients: Clients, keys: list, ledger: dict) -> dict:
     out = {}
     for chunk in _chunks(keys, PAGE):
-        refs = [wms_pb2.StockPositionRef(warehouse_id=wh, sku=sku,
-                                         sequence=ledger[(wh, sku)].last_sequence if (wh, sku) in ledger else 0)
+        refs = [wms_pb2.StockPositionRef(
+                    warehouse_id=wh, sku=sku,
+                    sequence=ledger[(wh, sku)].last_sequence if (wh, sku) in ledger else 0)
                 for wh, sku in chunk]
         resp = await clients.wms.GetInventoryAsOf(wms_pb2.GetInventoryAsOfRequest(positions=refs))
         for a in resp.positions:

@@ -80,6 +80,8 @@ def test_no_secrets_folder_changes_nothing() -> None:
 def test_the_argument_picks_the_service_or_a_command() -> None:
     for service in ("erp", "wms", "tms", "ordertoship"):
         assert ep.command_for([service]) == [sys.executable, "-m", f"services.{service}"]
+    # The experience layer is the top-level gateway/ package.
+    assert ep.command_for(["gateway"]) == [sys.executable, "-m", "gateway"]
     assert ep.command_for(["crossdock", "orders"]) == ["crossdock", "orders"]
     with pytest.raises(ep.EntrypointError, match="erp"):
         ep.command_for([])

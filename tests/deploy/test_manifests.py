@@ -452,7 +452,14 @@ def test_credentials_agree_with_each_other(rendered, secrets, overlay) -> None:
         ref = next(v["secret"]["secretName"] for v in d["spec"]["template"]["spec"]["volumes"]
                    if "secret" in v)
         creds = secret_by_ref(values, ref)
-        assert set(creds) == {"CROSSDOCK_DATABASE_URL", "CROSSDOCK_NATS_USER", "CROSSDOCK_NATS_PASSWORD"}
+        assert set(creds) == {"CROSSDOCK_DATABASE_URL", "CROSSDOCK_NATS_USER", "CROSSDOCK_NATS_PASSWORD",
+                              "CROSSDOCK_PAGE_TOKEN_KEY"} | (
+            {"CROSSDOCK_GATEWAY_OPERATOR_TOKEN"} if name == "gateway" else set())
+        assert len(creds["CROSSDOCK_PAGE_TOKEN_KEY"]) >= 32, f"{name}: page-token key too short"
+        if name == "gateway":
+            from services.mesh import operator_token
+
+            assert operator_token.is_well_formed(creds["CROSSDOCK_GATEWAY_OPERATOR_TOKEN"])
         assert creds["CROSSDOCK_NATS_USER"] == name
         assert f'{name.upper()}_NATS_PASSWORD: "{creds["CROSSDOCK_NATS_PASSWORD"]}"' in users
         m = re.fullmatch(r"postgresql://([^:]+):([^@]+)@postgres:5432/([^?]+)",
@@ -462,6 +469,7 @@ def test_credentials_agree_with_each_other(rendered, secrets, overlay) -> None:
         assert pg[f"role-{name}"] == m.group(2), f"{name}: database password differs from postgres'"
         if overlay == "dev":
             assert "dev-only-placeholder" in creds["CROSSDOCK_NATS_PASSWORD"]
+            assert "dev-only-placeholder" in creds["CROSSDOCK_PAGE_TOKEN_KEY"]
             assert "dev-only-placeholder" in m.group(2)
 
 

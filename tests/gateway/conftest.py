@@ -2,7 +2,9 @@
 SQLite stores), reached over real HTTP (httpx) and gRPC.
 
 Two tenants (customers with their own items and warehouse), each with API
-clients of the scopes the tests need, and an internal admin client.
+clients of the scopes the tests need, and an internal admin client: all made
+through the gateway's own admin API (ApiClientService) with the operator token
+the launcher made for the mesh, as `crossdock clients` does.
 """
 
 from __future__ import annotations
@@ -11,15 +13,16 @@ import asyncio
 import uuid
 from dataclasses import dataclass, field
 
+import grpc
 import httpx
 import pytest
 
-from services.gateway.__main__ import MIGRATIONS
-from services.gateway.governance import SCOPES, create_client
-from services.gateway.store import metadata
-from services.mesh.store import Store
+from crossdock.admin.v1 import api_clients_pb2 as cpb
+from crossdock.admin.v1 import api_clients_pb2_grpc
+from gateway.governance import SCOPES
+from services.mesh import operator_token
 from tests.e2e.conftest import Stubs, World, make_world, start_mesh
-from tests.helpers import eventually  # noqa: F401  (re-exported for the tests)
+from tests.helpers import eventually
 
 
 @dataclass
@@ -35,6 +38,16 @@ class Tenant:
         return {"Authorization": f"Bearer {self.tokens[label]}"}
 
 
+async def create_client(grpc_addr: str, operator: str, *, name: str = "test", channel: str = "tests",
+                        customer: str = "", scopes: list[str], rate: float = 0) -> str:
+    async with grpc.aio.insecure_channel(grpc_addr) as ch:
+        r = await api_clients_pb2_grpc.ApiClientServiceStub(ch).CreateApiClient(
+            cpb.CreateApiClientRequest(name=name, channel=channel, customer_id=customer, scopes=scopes,
+                                       rate_limit=rate),
+            metadata=(("authorization", f"Bearer {operator}"),), timeout=10)
+    return r.token
+
+
 @dataclass
 class Gateway:
     url: str
@@ -42,19 +55,20 @@ class Gateway:
     a: Tenant
     b: Tenant
     admin_token: str
-    store_url: str
+    operator_token: str
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token}"}
 
     async def new_client(self, scopes: list[str], *, customer: str = "", rate: float = 0) -> str:
-        store = Store("gateway", self.store_url, metadata)
-        try:
-            _, token = await create_client(store, name="test", channel="tests", customer_id=customer,
-                                           scopes=scopes, rate_limit=rate)
-        finally:
-            await store.close()
-        return token
+        return await create_client(self.grpc_addr, self.operator_token, customer=customer, scopes=scopes,
+                                   rate=rate)
+
+    async def revoke(self, token: str) -> None:
+        async with grpc.aio.insecure_channel(self.grpc_addr) as ch:
+            await api_clients_pb2_grpc.ApiClientServiceStub(ch).RevokeApiClient(
+                cpb.RevokeApiClientRequest(client_id=token.split(".")[0].removeprefix("cdk_")),
+                metadata=(("authorization", f"Bearer {self.operator_token}"),), timeout=10)
 
 
 @pytest.fixture(scope="package")
@@ -66,7 +80,8 @@ def gw_mesh(tmp_path_factory):
 
 @pytest.fixture(scope="package")
 def gateway(gw_mesh) -> Gateway:
-    store_url = f"sqlite:///{gw_mesh.data_dir / 'gateway.db'}"
+    operator = operator_token.ensure(gw_mesh.data_dir)  # what the launcher gave the gateway
+    addr = gw_mesh.addr("gateway")
 
     async def setup() -> Gateway:
         stubs = Stubs(gw_mesh)
@@ -74,26 +89,21 @@ def gateway(gw_mesh) -> Gateway:
             wa, wb = await make_world(stubs), await make_world(stubs)
         finally:
             await stubs.close()
-        store = Store("gateway", store_url, metadata)
-        await store.migrate(MIGRATIONS)
         tenants = []
-        try:
-            for w in (wa, wb):
-                t = Tenant(w)
-                non_admin = [s for s in SCOPES if s != "admin"]
-                _, t.tokens["all"] = await create_client(store, name="all", channel="ecommerce",
-                                                         customer_id=w.customer_id, scopes=non_admin)
-                # Lacks every scope a route needs (for the 403 column of the matrix).
-                _, t.tokens["none"] = await create_client(store, name="none", channel="ecommerce",
-                                                          customer_id=w.customer_id, scopes=[])
-                # A tenant-bound key with admin scope must still not reach operations.
-                _, t.tokens["admin"] = await create_client(store, name="tenant-admin", channel="ecommerce",
-                                                           customer_id=w.customer_id, scopes=list(SCOPES))
-                tenants.append(t)
-            _, admin = await create_client(store, name="ops", channel="ops", customer_id="", scopes=list(SCOPES))
-        finally:
-            await store.close()
-        return Gateway(gw_mesh.http_url(), gw_mesh.addr("gateway"), tenants[0], tenants[1], admin, store_url)
+        for w in (wa, wb):
+            t = Tenant(w)
+            non_admin = [s for s in SCOPES if s != "admin"]
+            t.tokens["all"] = await create_client(addr, operator, name="all", channel="ecommerce",
+                                                  customer=w.customer_id, scopes=non_admin)
+            # Lacks every scope a route needs (for the 403 column of the matrix).
+            t.tokens["none"] = await create_client(addr, operator, name="none", channel="ecommerce",
+                                                   customer=w.customer_id, scopes=[])
+            # A tenant-bound key with admin scope must still not reach operations.
+            t.tokens["admin"] = await create_client(addr, operator, name="tenant-admin", channel="ecommerce",
+                                                    customer=w.customer_id, scopes=list(SCOPES))
+            tenants.append(t)
+        admin = await create_client(addr, operator, name="ops", channel="ops", scopes=list(SCOPES))
+        return Gateway(gw_mesh.http_url(), addr, tenants[0], tenants[1], admin, operator)
 
     return asyncio.run(setup())
 
@@ -111,3 +121,44 @@ def order_body(t: Tenant, qty: int = 1, **kw) -> dict:
 async def submit(http: httpx.AsyncClient, t: Tenant, qty: int = 1, key: str | None = None) -> httpx.Response:
     return await http.post("/v1/orders", json=order_body(t, qty),
                            headers={**t.auth(), "Idempotency-Key": key or str(uuid.uuid4())})
+
+
+@dataclass(frozen=True)
+class Records:
+    """A tenant's own shipped order and a return against it, made through the gateway."""
+
+    order_id: str
+    return_id: str
+
+
+def _shipped_order_with_a_return(gateway: Gateway, t: Tenant) -> Records:
+    async def make() -> Records:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as http:
+            r = await submit(http, t)
+            assert r.status_code == 201, r.text
+            order_id = r.json()["order_id"]
+
+            async def shipped():
+                o = (await http.get(f"/v1/orders/{order_id}", headers=t.auth())).json()
+                return o["status"] in ("SHIPPED", "INVOICED")
+
+            await eventually(shipped, timeout=60, what="the order shipped")
+            r = await http.post("/v1/returns", headers={**t.auth(), "Idempotency-Key": str(uuid.uuid4())},
+                                json={"order_id": order_id, "lines": [
+                                    {"sku": t.world.skus[0], "quantity": 1, "reason": "NOT_NEEDED"}]})
+            assert r.status_code == 201, r.text
+            return Records(order_id, r.json()["return_id"])
+
+    return asyncio.run(make())
+
+
+@pytest.fixture(scope="package")
+def b_records(gateway: Gateway) -> Records:
+    """Tenant B's records: what tenant A must never reach."""
+    return _shipped_order_with_a_return(gateway, gateway.b)
+
+
+@pytest.fixture(scope="package")
+def a_records(gateway: Gateway) -> Records:
+    """Tenant A's own records: a listing of A's must show them (so that it proves something)."""
+    return _shipped_order_with_a_return(gateway, gateway.a)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.gateway.governance import SCOPES
+from gateway.governance import SCOPES
 
 from .conftest import Gateway
 

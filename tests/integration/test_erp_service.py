@@ -1,4 +1,7 @@
-"""ERP as a real process against a real nats-server and SQLite store."""
+"""ERP as a real process against a real nats-server and SQLite store: what the process
+adds to the use cases (tests/usecases/test_erp_*.py) — commands and events over
+JetStream, gRPC answers with google.rpc details, a refused command dead-lettered, a
+burst handled set-based by the consumer."""
 
 from __future__ import annotations
 
@@ -89,26 +92,6 @@ async def test_upserts_publish_master_data_and_lookups_follow(erp, events):
     assert (got.credit_limit, got.open_orders, got.ship_to.country_code) == (usd(5_000), usd(0), "US")
 
 
-async def test_listings_page_with_opaque_tokens(erp):
-    for sku in ("A", "B", "C"):
-        await erp.UpsertItem(erp_pb2.UpsertItemRequest(item=erp_pb2.Item(
-            sku=sku, uom="EA", unit_price=usd(1))))
-    first = await erp.ListItems(erp_pb2.ListItemsRequest(page_size=2))
-    second = await erp.ListItems(erp_pb2.ListItemsRequest(page_size=2,
-                                                          page_token=first.next_page_token))
-    assert [i.sku for i in first.items] == ["A", "B"] and first.next_page_token
-    assert ([i.sku for i in second.items], second.next_page_token) == (["C"], "")
-    assert len((await erp.ListItems(erp_pb2.ListItemsRequest())).items) == 3
-
-    for request in (erp_pb2.ListItemsRequest(page_token="garbage"),
-                    erp_pb2.ListItemsRequest(page_size=-1)):
-        with pytest.raises(grpc.aio.AioRpcError) as info:
-            await erp.ListItems(request)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert detail(info.value, error_details_pb2.BadRequest).field_violations[0].field in (
-            "page_token", "page_size")
-
-
 async def test_credit_accepts_within_the_limit_and_refuses_over_it(erp, nc, events):
     log = await events(["erp.>"])
     await erp.UpsertCustomer(erp_pb2.UpsertCustomerRequest(customer=customer("C-1", 10_000)))
@@ -140,23 +123,6 @@ async def test_credit_accepts_within_the_limit_and_refuses_over_it(erp, nc, even
                      what="cancelled")
     released = (await erp.GetCustomer(erp_pb2.GetCustomerRequest(customer_id="C-1"))).customer
     assert released.open_orders == usd(0)
-
-
-async def test_repeated_create_gives_one_order_and_the_same_answer(erp, nc, events, db):
-    log = await events(["erp.salesorder.>"])
-    await erp.UpsertCustomer(erp_pb2.UpsertCustomerRequest(customer=customer("C-1", 10_000)))
-    order_id = unique("O")
-    so = sales_order(order_id, "C-1", ("A", 3, 1_000))
-    await create(nc, so)
-    await create(nc, so)  # a second, distinct command (new event id)
-
-    answers = await eventually(lambda: o if len(o := outcomes(log, order_id)) == 2 else None,
-                               what="two answers")
-    assert [s for s, _ in answers] == ["erp.salesorder.accepted"] * 2
-    assert answers[0][1] == answers[1][1]
-    assert db("SELECT count(*) FROM sales_orders WHERE order_id = ?", order_id) == [(1,)]
-    got = (await erp.GetCustomer(erp_pb2.GetCustomerRequest(customer_id="C-1"))).customer
-    assert got.open_orders == usd(3_000)
 
 
 async def test_invoice_is_posted_once_per_shipment(erp, nc, events, db):
@@ -209,31 +175,6 @@ async def test_shipping_more_than_ordered_is_refused(erp, nc, events, db):
     await eventually(lambda: log.of("erp.invoice.posted"), what="the valid invoice")
     assert db("SELECT shipment_id, total_minor FROM invoices") == [("SHP-OK", 200)]
     assert "SHP-OVER" in erp.proc.log_path.read_text()
-
-
-async def test_ledger_follows_wms_and_ignores_stale_movements(erp, nc, db):
-    def moved(seq, delta, after, sku="SKU-1", wh="WH-1"):
-        return publish(nc, "wms.inventory.adjusted", wms_msgs.InventoryAdjusted(
-            sku=sku, warehouse_id=wh, delta=delta, on_hand_after=after, sequence=seq,
-            reason=wms_msgs.MOVEMENT_REASON_RECEIPT, reference="R-1"))
-
-    published = [
-        await moved(1, 10, 10),
-        await moved(2, -3, 7),
-        await moved(1, 10, 999),  # stale: already applied
-        await moved(5, 1, 4, sku="SKU-2"),  # a gap: WMS is the truth, taken as is
-        await moved(1, 5, 5, wh="WH-2"),
-    ]
-    await eventually(lambda: len(db(f"SELECT 1 FROM inbox WHERE message_id IN "
-                                    f"({','.join('?' * len(published))})", *published)) == 5,
-                     what="every movement handled")
-
-    resp = await erp.ListLedgerPositions(erp_pb2.ListLedgerPositionsRequest(warehouse_id="WH-1"))
-    assert [(p.sku, p.on_hand, p.last_sequence) for p in resp.positions] == [
-        ("SKU-1", 7, 2), ("SKU-2", 4, 5)]
-    assert db("SELECT sequence, delta, on_hand_after, reason FROM ledger_entries "
-              "WHERE sku = 'SKU-1' AND warehouse_id = 'WH-1' ORDER BY id") == [
-        (1, 10, 10, "RECEIPT"), (2, -3, 7, "RECEIPT")]
 
 
 async def test_a_burst_of_movements_is_applied_once_each_even_with_a_bad_one_among_them(erp, nc, db):

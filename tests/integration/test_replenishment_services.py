@@ -40,89 +40,32 @@ def reorder_point(sku: str, point: int, quantity: int, revision: int) -> erp_rep
         sku=sku, warehouse_id=WH, reorder_point=point, reorder_quantity=quantity, revision=revision))
 
 
-async def test_wms_requests_once_per_crossing_and_a_receipt_rearms(wms, nc, events):
-    log = await events(["wms.replenishment.requested", "wms.stock.>"])
+async def test_wms_consumers_reach_the_trigger_and_the_stock_commands(wms, nc, events):
+    """The reorder-point consumer moves the trigger, the command consumer books receipts and
+    transfers (the rules: tests/usecases/test_wms_replenishment.py)."""
+    log = await events(["wms.replenishment.requested", "wms.stock.>", "wms.inventory.adjusted"])
     sku = unique("SKU")
     await wms.ReceiveStock(wms_pb2.ReceiveStockRequest(receipt_id=unique("R"), warehouse_id=WH,
-                                                       lines=[SkuQuantity(sku=sku, quantity=8)]))
-    # A newer revision first, then a stale one (ignored: it would ask at once).
-    await publish(nc, "erp.reorderpoint.upserted", reorder_point(sku, 5, 10, revision=2))
-    await publish(nc, "erp.reorderpoint.upserted", reorder_point(sku, 100, 10, revision=1))
-    # Three orders of 7, 7 and 6: the first is allocated and takes the position
-    # to 8 - 7 = 1 < 5 (the crossing: one request, up to 15); the others are
-    # backordered and ask for nothing more.
-    order_ids = [unique("O") for _ in range(3)]
-    for oid, qty in zip(order_ids, (7, 7, 6), strict=True):
-        await publish(nc, "cmd.wms.fulfilment.create", wms_msgs.CreateFulfilment(
-            order_id=oid, warehouse_id=WH, shortage_policy=wms_pb2.SHORTAGE_POLICY_BACKORDER,
-            lines=[SkuQuantity(sku=sku, quantity=qty)], ship_to=Address(country_code="US")), key=oid)
+                                                       lines=[SkuQuantity(sku=sku, quantity=3)]))
+    await publish(nc, "erp.reorderpoint.upserted", reorder_point(sku, 5, 10, revision=1))
+    (request,) = await eventually(lambda: [m for m in log.of("wms.replenishment.requested") if m.sku == sku],
+                                  what="the request")
+    assert (request.position, request.quantity) == (3, 12)
 
-    def requests():
-        return [m for m in log.of("wms.replenishment.requested") if m.sku == sku]
-
-    async def all_placed():
-        for oid, status in zip(order_ids, (wms_pb2.FULFILMENT_STATUS_ALLOCATED,
-                                           wms_pb2.FULFILMENT_STATUS_BACKORDERED,
-                                           wms_pb2.FULFILMENT_STATUS_BACKORDERED), strict=True):
-            try:
-                fo = (await wms.GetFulfilmentOrder(wms_pb2.GetFulfilmentOrderRequest(order_id=oid))).fulfilment_order
-            except grpc.aio.AioRpcError:
-                return False
-            if fo.status != status or not fo.milestones:
-                return False
-        return True
-    await eventually(all_placed, what="one allocated and two backordered orders")
-    (first,) = await eventually(requests, what="the request")
-    assert (first.position, first.reorder_point, first.quantity, first.backordered) == (1, 5, 14, 0)
-
-    # The delivery answering it (sent twice: idempotent on receipt_id) re-arms
-    # the trigger and releases the backorders first come, first served: 8 + 14
-    # - 20 = 2 is still below 5, so WMS asks again at once (a new crossing).
-    receive = wms_repl.ReceiveStock(receipt_id=unique("RPL"), warehouse_id=WH, request_id=first.request_id,
-                                    lines=[SkuQuantity(sku=sku, quantity=first.quantity)])
+    receive = wms_repl.ReceiveStock(receipt_id=unique("RPL"), warehouse_id=WH, request_id=request.request_id,
+                                    lines=[SkuQuantity(sku=sku, quantity=request.quantity)])
     await publish(nc, "cmd.wms.stock.receive", receive)
-    await publish(nc, "cmd.wms.stock.receive", receive)
-    await eventually(lambda: [m for m in log.of("wms.stock.received") if m.receipt_id == receive.receipt_id],
-                     what="the receipt")
-    inventory = (await wms.GetAvailability(wms_pb2.GetAvailabilityRequest(skus=[sku], warehouse_id=WH)))
-    assert (inventory.positions[0].on_hand, inventory.positions[0].allocated) == (22, 20)
-    # A marker after the duplicate: once it is handled, so is the duplicate.
-    marker = wms_repl.ReceiveStock(receipt_id=unique("RPL"), warehouse_id=WH,
-                                   lines=[SkuQuantity(sku=unique("SKU"), quantity=1)])
-    await publish(nc, "cmd.wms.stock.receive", marker)
-    await eventually(lambda: [m for m in log.of("wms.stock.received") if m.receipt_id == marker.receipt_id],
-                     what="the marker receipt")
-    assert len([m for m in log.of("wms.stock.received") if m.receipt_id == receive.receipt_id]) == 1
-    assert await on_hand(wms, sku) == 22
-    (_, second) = requests()
-    assert (second.position, second.quantity) == (2, 13)
+    (received,) = await eventually(lambda: log.of("wms.stock.received"), what="the receipt")
+    assert (received.receipt_id, received.request_id) == (receive.receipt_id, request.request_id)
+    assert await on_hand(wms, sku) == 15
 
-
-async def test_wms_transfer_out_is_all_or_nothing_and_idempotent(wms, nc, events):
-    log = await events(["wms.stock.>", "wms.inventory.adjusted"])
-    sku = unique("SKU")
-    await wms.ReceiveStock(wms_pb2.ReceiveStockRequest(receipt_id=unique("R"), warehouse_id=WH,
-                                                       lines=[SkuQuantity(sku=sku, quantity=10)]))
-    too_much = wms_repl.TransferStockOut(transfer_id=unique("T"), warehouse_id=WH, destination_warehouse_id="WH-2",
-                                         lines=[SkuQuantity(sku=sku, quantity=15)])
-    await publish(nc, "cmd.wms.stock.transfer_out", too_much)
-    (refused,) = await eventually(lambda: log.of("wms.stock.transfer_refused"), what="refusal")
-    assert (refused.transfer_id, refused.reason_code) == (too_much.transfer_id, "INSUFFICIENT_STOCK")
-    assert await on_hand(wms, sku) == 10
-
-    ok = wms_repl.TransferStockOut(transfer_id=unique("T"), warehouse_id=WH, destination_warehouse_id="WH-2",
-                                   lines=[SkuQuantity(sku=sku, quantity=6)])
-    await publish(nc, "cmd.wms.stock.transfer_out", ok)
-    await publish(nc, "cmd.wms.stock.transfer_out", ok)
-    await eventually(lambda: log.of("wms.stock.transferred_out"), what="the transfer out")
-    moves = await eventually(lambda: [m for m in log.of("wms.inventory.adjusted")
-                                      if m.sku == sku and m.reason == wms_msgs.MOVEMENT_REASON_TRANSFER],
-                             what="the TRANSFER movement")
-    assert [(m.delta, m.on_hand_after, m.reference) for m in moves] == [(-6, 4, ok.transfer_id)]
-    marker = wms_repl.TransferStockOut(transfer_id=unique("T"), warehouse_id=WH, lines=[SkuQuantity(sku=sku, quantity=1)])
-    await publish(nc, "cmd.wms.stock.transfer_out", marker)
-    await eventually(lambda: len(log.of("wms.stock.transferred_out")) == 2, what="the marker transfer")
-    assert await on_hand(wms, sku) == 3
+    out = wms_repl.TransferStockOut(transfer_id=unique("T"), warehouse_id=WH, destination_warehouse_id="WH-2",
+                                    lines=[SkuQuantity(sku=sku, quantity=6)])
+    await publish(nc, "cmd.wms.stock.transfer_out", out)
+    (issued,) = await eventually(lambda: log.of("wms.stock.transferred_out"), what="the transfer out")
+    assert issued.transfer_id == out.transfer_id
+    moves = [m for m in log.of("wms.inventory.adjusted") if m.reason == wms_msgs.MOVEMENT_REASON_TRANSFER]
+    assert [(m.sku, m.delta, m.on_hand_after, m.reference) for m in moves] == [(sku, -6, 9, out.transfer_id)]
 
 
 @pytest.fixture
@@ -134,60 +77,33 @@ async def erp(start_service):
     await channel.close()
 
 
-async def test_erp_plans_a_transfer_falls_back_to_purchase_and_delivers(erp, nc, events):
+async def test_erp_plans_over_jetstream_and_its_delivery_loop_delivers_when_due(erp, nc, events):
+    """The process around the planning rules (tests/usecases/test_erp_replenishment.py):
+    requests arrive over JetStream, the delivery loop runs by itself."""
     erp_stub, repl = erp
-    log = await events(["erp.replenishment.planned", "erp.reorderpoint.upserted", "cmd.wms.stock.>"])
+    log = await events(["erp.replenishment.planned", "cmd.wms.stock.>"])
     sku = unique("SKU")
     await erp_stub.UpsertItem(erp_pb2.UpsertItemRequest(item=erp_pb2.Item(
         sku=sku, uom="EA", unit_price=Money(currency_code="USD", amount_minor=100))))
-    point = (await repl.UpsertReorderPoint(erp_repl.UpsertReorderPointRequest(reorder_point=erp_repl.ReorderPoint(
-        sku=sku, warehouse_id="WH-2", reorder_point=10, reorder_quantity=5)))).reorder_point
-    assert point.revision == 1
-    await eventually(lambda: log.of("erp.reorderpoint.upserted"), what="the master-data event")
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await repl.UpsertReorderPoint(erp_repl.UpsertReorderPointRequest(reorder_point=erp_repl.ReorderPoint(
             sku=sku, warehouse_id="WH-2", reorder_point=-1, reorder_quantity=0)))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    # The ledger knows WH-2 holds 100 (its reorder point 10: 90 spare).
-    await publish(nc, "wms.inventory.adjusted", wms_msgs.InventoryAdjusted(
-        sku=sku, warehouse_id="WH-2", delta=100, on_hand_after=100, sequence=1,
-        reason=wms_msgs.MOVEMENT_REASON_RECEIPT, reference="R"))
-
-    async def ledger():
-        positions = (await erp_stub.ListLedgerPositions(erp_pb2.ListLedgerPositionsRequest(
-            warehouse_id="WH-2"))).positions
-        return any(p.sku == sku and p.on_hand == 100 for p in positions)
-    await eventually(ledger, what="the ledger position")
-
     request = wms_repl.ReplenishmentRequested(request_id=unique("REQ"), sku=sku, warehouse_id=WH, position=-3,
                                               reorder_point=5, reorder_quantity=20, quantity=28)
     await publish(nc, "wms.replenishment.requested", request)
     await publish(nc, "wms.replenishment.requested", request)  # redelivered as a new message: one plan
-    (transfer_cmd,) = await eventually(lambda: log.of("cmd.wms.stock.transfer_out"), what="transfer out")
-    assert (transfer_cmd.warehouse_id, transfer_cmd.destination_warehouse_id) == ("WH-2", WH)
-    assert [(x.sku, x.quantity) for x in transfer_cmd.lines] == [(sku, 28)]
-    (planned,) = (await repl.ListReplenishments(erp_repl.ListReplenishmentsRequest(sku=sku))).replenishments
-    assert planned.kind == erp_repl.REPLENISHMENT_KIND_TRANSFER and "90 spare" in planned.note
-
-    # WH-2 cannot issue it (its stock is allocated): ERP buys instead, then delivers.
-    await publish(nc, "wms.stock.transfer_refused", wms_repl.StockTransferRefused(
-        transfer_id=transfer_cmd.transfer_id, warehouse_id="WH-2", destination_warehouse_id=WH,
-        lines=transfer_cmd.lines, reason_code="INSUFFICIENT_STOCK", reason="short"))
     (delivery,) = await eventually(lambda: log.of("cmd.wms.stock.receive"), what="the delivery")
+    (planned,) = log.of("erp.replenishment.planned")
+    assert planned.replenishment.kind == erp_repl.REPLENISHMENT_KIND_PURCHASE
     assert (delivery.receipt_id, delivery.warehouse_id, delivery.request_id) == (
-        planned.replenishment_id, WH, request.request_id)
-    kinds = [m.replenishment.kind for m in log.of("erp.replenishment.planned")]
-    assert kinds == [erp_repl.REPLENISHMENT_KIND_TRANSFER, erp_repl.REPLENISHMENT_KIND_PURCHASE]
-    got = (await repl.GetReplenishment(erp_repl.GetReplenishmentRequest(
-        replenishment_id=planned.replenishment_id))).replenishment
-    assert got.status == erp_repl.REPLENISHMENT_STATUS_DELIVERED and "refused" in got.note
-
+        planned.replenishment.replenishment_id, WH, request.request_id)
     await publish(nc, "wms.stock.received", wms_repl.StockReceived(
         receipt_id=delivery.receipt_id, warehouse_id=WH, lines=delivery.lines, request_id=request.request_id))
 
     async def received():
         r = (await repl.GetReplenishment(erp_repl.GetReplenishmentRequest(
-            replenishment_id=planned.replenishment_id))).replenishment
+            replenishment_id=delivery.receipt_id))).replenishment
         return r.status == erp_repl.REPLENISHMENT_STATUS_RECEIVED
     await eventually(received, what="RECEIVED")
     assert len((await repl.ListReplenishments(erp_repl.ListReplenishmentsRequest(sku=sku))).replenishments) == 1

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as ots
 from crossdock.returns.v1 import returns_pb2 as rpb
-from services.gateway import validation
-from services.gateway.governance import ApiClient, fingerprint, parse_token, trace_id_from
-from services.gateway.problems import from_grpc
+from gateway import validation
+from gateway.governance import ApiClient, fingerprint, parse_token, trace_id_from
+from gateway.problems import from_grpc
 from services.mesh.errors import DownstreamUnavailable
 
 
@@ -15,7 +15,8 @@ def fields(violations) -> set[str]:
 
 
 def test_a_good_submission_has_no_violation():
-    r = ots.SubmitOrderRequest(request_id="r1", customer_id="C-1", lines=[ots.OrderLine(sku="SKU-1", quantity=2)])
+    r = ots.SubmitOrderRequest(request_id="r1", customer_id="C-1",
+                               lines=[ots.OrderLine(sku="SKU-1", quantity=2)])
     assert validation.submit_order(r) == []
 
 
@@ -53,3 +54,56 @@ def test_an_open_breaker_is_a_503_with_retry_after_and_anything_else_never_a_500
     p = from_grpc(DownstreamUnavailable("wms"))
     assert p.status == 503 and p.headers["Retry-After"]
     assert from_grpc(RuntimeError("boom")).status == 502
+
+
+def _downstream(err):
+    import grpc
+    from grpc_status import rpc_status
+
+    status = rpc_status.to_status(err.to_status())
+    return grpc.aio.AioRpcError(status.code, grpc.aio.Metadata(),
+                                grpc.aio.Metadata(*status.trailing_metadata), status.details)
+
+
+def test_a_missing_reference_keeps_the_downstream_words_a_looked_up_record_gets_the_gateways():
+    from services.mesh.errors import NotFound
+
+    err = _downstream(NotFound("item", "SKU-9", "unknown SKU(s): SKU-9"))
+    assert from_grpc(err).detail == "unknown SKU(s): SKU-9"
+    # The record a route looked up: worded by the gateway, the same as for another tenant's.
+    assert from_grpc(err, "order", "ORD-1").detail == "order 'ORD-1' not found"
+
+
+def test_a_bad_page_token_is_a_400_naming_it():
+    from services.mesh.errors import InvalidArgument
+
+    p = from_grpc(_downstream(InvalidArgument([("page_token", "not a page token")])))
+    assert p.status == 400 and p.errors == [{"field": "query.page_token", "description": "not a page token"}]
+    assert from_grpc(_downstream(InvalidArgument([("lines[0].sku", "required")]))).status == 422
+
+
+def test_control_characters_are_found_at_any_depth_and_text_is_left_alone():
+    r = ots.SubmitOrderRequest(request_id="r\x00", lines=[ots.OrderLine(sku="ok"), ots.OrderLine(sku="\x1b[2J")])
+    r.ship_to.name = "Ann\tLee"
+    r.ship_to.line1 = "Dock 4\r\nGate B"
+    r.ship_to.city = "\u0085"  # C1 NEXT LINE
+    assert fields(validation.text_violations(r)) == {"request_id", "lines[1].sku", "ship_to.city"}
+    assert validation.text_violations(ots.CancelOrderRequest(order_id="O-1", reason="late\n")) == []
+
+
+def test_control_characters_in_map_fields_are_found_too():
+    from crossdock.admin.v1 import admin_pb2
+
+    dl = admin_pb2.DeadLetter(headers={"ce-id": "ok", "x\x00": "v", "y": "\x7f"})
+    assert fields(validation.text_violations(dl)) == {"headers['x\\x00']", "headers['y']"}
+
+
+def test_an_api_client_request_names_every_bad_field():
+    from crossdock.admin.v1 import api_clients_pb2 as cpb
+    from gateway.governance import SCOPES
+
+    good = cpb.CreateApiClientRequest(channel="webshop", customer_id="C-1", scopes=["orders:read"])
+    assert validation.create_api_client(good, SCOPES) == []
+    bad = cpb.CreateApiClientRequest(channel="web shop", name="n" * 201, scopes=["orders:read", "sudo"],
+                                     rate_limit=float("nan"))
+    assert fields(validation.create_api_client(bad, SCOPES)) == {"channel", "name", "scopes[1]", "rate_limit"}

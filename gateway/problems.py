@@ -72,7 +72,13 @@ def not_found(kind: str, name: str) -> Problem:
     return Problem(404, "not-found", f"{kind} {name!r} not found")
 
 
-def from_grpc(err: Exception, kind: str = "resource", name: str = "") -> Problem:
+def bad_page_token(description: str = "not a page token of this listing") -> Problem:
+    # A page token is opaque: a client that sends one it did not get is sending a bad request.
+    return Problem(400, "invalid-page-token", "page_token is not a page token of this listing",
+                   errors=[{"field": "query.page_token", "description": description}])
+
+
+def from_grpc(err: Exception, kind: str = "", name: str = "") -> Problem:
     """A process/system service's error as a problem (never its stack, never a 500)."""
     if isinstance(err, DomainError):  # raised locally, e.g. an open circuit breaker
         if err.code == 14:
@@ -88,9 +94,14 @@ def from_grpc(err: Exception, kind: str = "resource", name: str = "") -> Problem
             bad = error_details_pb2.BadRequest()
             if detail.Unpack(bad):
                 errors += [{"field": v.field, "description": v.description} for v in bad.field_violations]
+        if token := [e for e in errors if e["field"] == "page_token"]:
+            return bad_page_token(token[0]["description"])
         return Problem(422, "invalid-request", err.details() or "invalid request", errors=errors)
     if code == grpc.StatusCode.NOT_FOUND:
-        return not_found(kind, name) if name else Problem(404, "not-found", err.details() or "not found")
+        if kind and name:  # the record the route looked up
+            return not_found(kind, name)
+        # Something the request refers to is missing (an item, a warehouse...): as the service said it.
+        return Problem(404, "not-found", err.details() or "not found")
     if code in (grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS, grpc.StatusCode.ABORTED):
         reason = ""
         status = status_details(err)

@@ -1,4 +1,4 @@
-from services.gateway.store import metadata
+from gateway.store import metadata
 from services.mesh.store import run_alembic_env
 
 run_alembic_env(metadata)

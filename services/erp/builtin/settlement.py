@@ -1,4 +1,4 @@
-"""Settlement export: the invoices and credit memos of a period, streamed from ONE
+"""The built-in ERP's settlement export: the invoices and credit memos of a period, streamed from ONE
 snapshot of the store, in bounded memory.
 
 - The records and the totals sent with them come from the same read
@@ -23,27 +23,13 @@ from sqlalchemy.pool import NullPool
 
 from crossdock.common.v1.common_pb2 import Money
 from crossdock.erp.v1 import erp_pb2
-from services.mesh.errors import InvalidArgument
 from services.mesh.store import Store, async_url
 
-from .store import credit_memos, invoices
+from ..store import credit_memos, invoices
 
 CHUNK = 1000
 INVOICE = erp_pb2.SETTLEMENT_DOCUMENT_TYPE_INVOICE
 CREDIT_MEMO = erp_pb2.SETTLEMENT_DOCUMENT_TYPE_CREDIT_MEMO
-
-
-def period(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
-    problems = []
-    if start is None:
-        problems.append(("start_time", "required"))
-    if end is None:
-        problems.append(("end_time", "required"))
-    if start is not None and end is not None and end <= start:
-        problems.append(("end_time", "must be after start_time"))
-    if problems:
-        raise InvalidArgument(problems)
-    return start, end  # type: ignore[return-value]
 
 
 def _on_sqlite_connect(dbapi_conn, _record) -> None:
@@ -123,3 +109,15 @@ async def export(store: Store, start: datetime, end: datetime,
                     r.post_time.FromDatetime(posted_at)
                     records.append(r)
                 yield erp_pb2.ExportSettlementResponse(records=records)
+
+
+class BuiltinSettlement:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def export(self, start: datetime, end: datetime) -> AsyncIterator[erp_pb2.ExportSettlementResponse]:
+        return export(self.store, start, end)
+
+    async def totals(self, start: datetime, end: datetime) -> list[erp_pb2.CurrencyTotals]:
+        async with snapshot(self.store) as conn:
+            return await totals(conn, start, end)

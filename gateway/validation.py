@@ -6,12 +6,50 @@ from __future__ import annotations
 
 import re
 
+from google.protobuf.message import Message
+
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as ots
 from crossdock.returns.v1 import returns_pb2 as rpb
 
 ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 MAX_LINES = 100
 MAX_QUANTITY = 1_000_000
+
+# Control characters (C0 but TAB, LF and CR; DEL; C1) and lone surrogates: never
+# in a text field (PostgreSQL text cannot hold NUL; the others are a log or
+# label injection waiting to happen). The same rule on HTTP and gRPC.
+CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+CONTROL_MESSAGE = "control characters (NUL, C0 but tab and line breaks, DEL, C1) are not allowed"
+
+
+def has_control_characters(text: str) -> bool:
+    return CONTROL.search(text) is not None
+
+
+def text_violations(message: Message, prefix: str = "") -> list[tuple[str, str]]:
+    """A violation per string field (at any depth, in lists and maps) holding a control character."""
+    v: list[tuple[str, str]] = []
+    for field, value in message.ListFields():
+        name = f"{prefix}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                _text(v, f"{name}[{key!r}]", key)
+                _text(v, f"{name}[{key!r}]", item)
+        elif field.is_repeated:
+            for i, item in enumerate(value):
+                _text(v, f"{name}[{i}]", item)
+        else:
+            _text(v, name, value)
+    return v
+
+
+def _text(v: list, name: str, value: object) -> None:
+    if isinstance(value, Message):
+        v += text_violations(value, f"{name}.")
+    elif isinstance(value, str) and has_control_characters(value):
+        v.append((name, CONTROL_MESSAGE))
+
+
 
 
 def _id(v: list, field: str, value: str, *, required: bool = True) -> None:
@@ -108,4 +146,18 @@ def list_returns(r: rpb.ListReturnsRequest, cap: int) -> list[tuple[str, str]]:
     _page(v, r.page_size, r.page_token, cap)
     _id(v, "order_id", r.order_id, required=False)
     _id(v, "customer_id", r.customer_id, required=False)
+    return v
+
+
+def create_api_client(r, scopes: tuple[str, ...]) -> list[tuple[str, str]]:
+    v: list[tuple[str, str]] = []
+    _id(v, "channel", r.channel)
+    _id(v, "customer_id", r.customer_id, required=False)
+    if len(r.name) > 200:
+        v.append(("name", "at most 200 characters"))
+    for i, scope in enumerate(r.scopes):
+        if scope not in scopes:
+            v.append((f"scopes[{i}]", f"unknown scope; one of {', '.join(scopes)}"))
+    if not 0 <= r.rate_limit <= 1_000_000:  # NaN fails both comparisons
+        v.append(("rate_limit", "requests per second, 0 (the gateway default) to 1000000"))
     return v

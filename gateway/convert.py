@@ -36,7 +36,7 @@ class AddressOut(BaseModel):
     country_code: str
 
 
-class OrderOut(BaseModel):
+class OrderSummaryOut(BaseModel):
     order_id: str
     customer_id: str
     status: str
@@ -45,7 +45,6 @@ class OrderOut(BaseModel):
     shortage_policy: str
     service_level: str
     ship_to: AddressOut
-    lines: list[OrderLineOut]
     total: MoneyOut
     shipment_id: str
     carrier_id: str
@@ -54,11 +53,24 @@ class OrderOut(BaseModel):
     create_time: str
     update_time: str
     trace_id: str
-    timeline: list[TimelineEntryOut] = Field(description="empty in listings")
+
+
+class OrderOut(OrderSummaryOut):
+    lines: list[OrderLineOut]
+    timeline: list[TimelineEntryOut]
+
+
+class OrderListedOut(OrderSummaryOut):
+    """An order in a listing: AIP-157 views. BASIC (the default) leaves out the lines
+    and the timeline (absent, never an empty list standing for "not loaded"); FULL
+    has them, as GET /v1/orders/{order_id} does."""
+
+    lines: list[OrderLineOut] | None = Field(default=None, description="view=FULL only")
+    timeline: list[TimelineEntryOut] | None = Field(default=None, description="view=FULL only")
 
 
 class OrderPage(BaseModel):
-    orders: list[OrderOut]
+    orders: list[OrderListedOut]
     next_page_token: str
 
 
@@ -116,11 +128,20 @@ def _timeline(entries, status_name) -> list[dict]:
 
 
 def order_status(value: int) -> str:
-    return ots.OrderStatus.Name(value).removeprefix("ORDER_STATUS_") if value in ots.OrderStatus.values() else ""
+    known = value in ots.OrderStatus.values()
+    return ots.OrderStatus.Name(value).removeprefix("ORDER_STATUS_") if known else ""
 
 
 def return_status(value: int) -> str:
-    return rpb.ReturnStatus.Name(value).removeprefix("RETURN_STATUS_") if value in rpb.ReturnStatus.values() else ""
+    known = value in rpb.ReturnStatus.values()
+    return rpb.ReturnStatus.Name(value).removeprefix("RETURN_STATUS_") if known else ""
+
+
+def order_summary(o: ots.Order) -> dict:
+    """An order's BASIC view (listings): everything but its lines and timeline."""
+    full = order(o)
+    del full["lines"], full["timeline"]
+    return full
 
 
 def order(o: ots.Order) -> dict:

@@ -17,13 +17,17 @@ from datetime import timedelta
 from aiolimiter import AsyncLimiter
 from sqlalchemy import delete, insert, select, update
 
+from services.mesh import operator_token
 from services.mesh.config import Settings
+from services.mesh.paging import keyset_page
 from services.mesh.store import Store, insert_ignore, utcnow
 
 from .store import api_clients, audit_log, idempotency
 
 SCOPES = ("orders:read", "orders:write", "returns:read", "returns:write", "lookups", "admin")
 TOKEN_PREFIX = "cdk_"
+# The operator token's client (services/mesh/operator_token.py): internal, every scope.
+OPERATOR = "operator"
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,15 @@ async def create_client(store: Store, *, name: str, channel: str, customer_id: s
     return client_id, f"{TOKEN_PREFIX}{client_id}.{secret}"
 
 
+async def get_client(store: Store, client_id: str) -> dict | None:
+    async with store.read() as conn:
+        row = (await conn.execute(select(api_clients).where(
+            api_clients.c.client_id == client_id))).mappings().first()
+    return dict(row) if row else None
+
+
 async def revoke_client(store: Store, client_id: str) -> bool:
+    """Whether the client was active (and is revoked now)."""
     async with store.transaction() as tx:
         r = await tx.conn.execute(update(api_clients).where(
             api_clients.c.client_id == client_id, api_clients.c.revoked_at.is_(None)
@@ -78,10 +90,12 @@ async def revoke_client(store: Store, client_id: str) -> bool:
     return r.rowcount == 1
 
 
-async def list_clients(store: Store) -> list[dict]:
+async def list_clients(store: Store, page_size: int = 0, page_token: str = "") -> tuple[list[dict], str]:
+    """One page of clients in client_id order, and the next page's token."""
     async with store.read() as conn:
-        rows = (await conn.execute(select(api_clients).order_by(api_clients.c.created_at))).mappings().all()
-    return [dict(r) for r in rows]
+        rows, token = await keyset_page(conn, select(api_clients), [api_clients.c.client_id],
+                                        page_size, page_token)
+    return [dict(r._mapping) for r in rows], token
 
 
 class Governance:
@@ -94,6 +108,10 @@ class Governance:
         self.settings = settings
         self._cache: dict[str, tuple[float, str, ApiClient | None]] = {}
         self._limiters: dict[str, AsyncLimiter] = {}
+        self._operator = settings.gateway_operator_token
+        if self._operator and not operator_token.is_well_formed(self._operator):
+            raise RuntimeError(f"{operator_token.VARIABLE}: expected {operator_token.PREFIX}<at least 32 "
+                               "URL-safe characters>, as `crossdock up` or create-secrets.sh make it")
 
     # ---- authentication ----
 
@@ -102,6 +120,10 @@ class Governance:
         if parsed is None:
             return None
         client_id, secret = parsed
+        if client_id == OPERATOR:
+            if self._operator and hmac.compare_digest(token.encode(), self._operator.encode()):
+                return ApiClient(OPERATOR, OPERATOR, "operations", "", frozenset(SCOPES), 0)
+            return None
         now = time.monotonic()
         cached = self._cache.get(client_id)
         if cached is None or now - cached[0] > self.CACHE_TTL:

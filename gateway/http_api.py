@@ -3,15 +3,17 @@ bearer API keys, scopes, tenant isolation, quotas, idempotency and audit."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import re
 from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import text
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -26,7 +28,8 @@ from crossdock.wms.v1 import wms_pb2
 
 from . import convert
 from .governance import ApiClient, fingerprint, trace_id_from
-from .problems import PROBLEM_MEDIA, Problem, from_grpc, not_found, responses
+from .problems import PROBLEM_MEDIA, Problem, bad_page_token, from_grpc, not_found, responses
+from .validation import CONTROL_MESSAGE, has_control_characters
 
 ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 IdStr = Annotated[str, Field(pattern=ID, max_length=64)]
@@ -35,6 +38,13 @@ IdStr = Annotated[str, Field(pattern=ID, max_length=64)]
 LITERALS = {"true", "false", "null"}
 NOT_LITERAL = {"not": {"enum": sorted(LITERALS)}}
 SkuStr = Annotated[str, StringConstraints(pattern=ID, max_length=64), Field(json_schema_extra=NOT_LITERAL)]
+# A free-text query value: no control character (see validation.CONTROL).
+TEXT = r"^[^\x00-\x1f\x7f-\x9f]*$"
+# The shape of a sealed page token (services/mesh/paging.py): anything else is
+# refused here; the service that made it checks its seal and its filter.
+PAGE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,1000}\.[A-Za-z0-9_-]{1,64}$")
+PageToken = Annotated[str, Query(description="next_page_token of the previous page: opaque, sealed to "
+                                             "the listing and its filter")]
 # Dead-letter ids are the DLQ stream's sequence numbers.
 DeadLetterId = Annotated[str, Path(pattern=r"^[1-9][0-9]{0,17}$")]
 
@@ -43,6 +53,14 @@ class Strict(BaseModel):
     # A field the client must not set (price, status...) is refused, not ignored.
     # Strict: `"repair": 0` is not a boolean, `"quantity": "1"` not a number.
     model_config = ConfigDict(extra="forbid", strict=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_control_characters(cls, value):
+        # NUL, C0 (but tab and line breaks), DEL, C1, lone surrogates: the same rule as the gRPC edge.
+        if isinstance(value, str) and has_control_characters(value):
+            raise ValueError(CONTROL_MESSAGE)
+        return value
 
 
 class OrderLineIn(Strict):
@@ -191,31 +209,46 @@ register_url_convertor("rid", ResourceId())
 
 
 class BodyLimit:
-    """Pure ASGI middleware: 413 for a body over the limit (declared or streamed)."""
+    """Pure ASGI middleware: 413 for a body over the limit, declared (Content-Length)
+    or streamed (chunked). The body is read here, at most ``max_body`` bytes, and
+    handed to the app whole: the app never sees an over-long body, and the 413 is
+    this middleware's own answer (raised inside the app's body parsing, FastAPI
+    would turn it into a 400)."""
 
     def __init__(self, app, max_body: int) -> None:
         self.app = app
         self.max_body = max_body
+
+    def too_large(self) -> Problem:
+        return Problem(413, "body-too-large", f"request body over {self.max_body} bytes")
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            return await _send_problem(send, Problem(413, "body-too-large",
-                                                     f"request body over {self.max_body} bytes"))
-        seen = 0
-
-        async def limited():
-            nonlocal seen
+            return await _send_problem(send, self.too_large())
+        chunks, seen, more = [], 0, True
+        while more:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_body:
-                    raise Problem(413, "body-too-large", f"request body over {self.max_body} bytes")
-            return message
+            if message["type"] != "http.request":  # the client went away
+                return None
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > self.max_body:
+                return await _send_problem(send, self.too_large())
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body, replayed = b"".join(chunks), False
 
-        return await self.app(scope, limited, send)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: only a disconnect can come
+
+        return await self.app(scope, replay, send)
 
 
 async def _send_problem(send, problem: Problem) -> None:
@@ -296,7 +329,7 @@ def create_app(core) -> FastAPI:
                               errors=[{"field": f"query.{k}", "description": "given more than once"}
                                       for k in repeated])
             response = await call_next(request)
-        except Problem as p:  # the body limit while streaming
+        except Problem as p:
             response = problem_response(p, request.url.path)
         if request.method in ("POST", "PUT", "PATCH", "DELETE"):
             route = request.scope.get("route")
@@ -332,7 +365,10 @@ def create_app(core) -> FastAPI:
             return client
         return Depends(dependency)
 
-    async def call(coro, kind: str = "resource", name: str = ""):
+    async def call(coro, kind: str = "", name: str = ""):
+        """A downstream call; its failure as a problem. ``kind``/``name``: the one record the
+        call looks up, whose NOT_FOUND the gateway words itself (like another tenant's record);
+        any other NOT_FOUND keeps the downstream's words (the SKU or warehouse that is missing)."""
         try:
             return await coro
         except Exception as err:  # noqa: BLE001 - every downstream failure becomes a problem
@@ -346,6 +382,10 @@ def create_app(core) -> FastAPI:
 
     def page_size_q():
         return Query(default=50, ge=1, le=settings.gateway_max_page_size)
+
+    def check_page_token(token: str) -> None:
+        if token and (len(token) > 1024 or not PAGE_TOKEN.match(token)):
+            raise bad_page_token()
 
     async def idempotent(request: Request, client: ApiClient, key: str | None, body: BaseModel, run):
         """Runs ``run()`` once per (client, key): a repeat gets the first answer."""
@@ -401,7 +441,7 @@ def create_app(core) -> FastAPI:
                 if body.shortage_policy else 0)
             if body.ship_to:
                 req.ship_to.CopyFrom(Address(**body.ship_to.model_dump()))
-            r = await call(core.ots.SubmitOrder(req), "customer", customer)
+            r = await call(core.ots.SubmitOrder(req))
             request.state.resource = r.order.order_id
             return 201, convert.order(r.order), {"Location": f"/v1/orders/{r.order.order_id}"}
 
@@ -413,18 +453,34 @@ def create_app(core) -> FastAPI:
                         client: ApiClient = require("orders:read")):
         return convert.order(await owned_order(client, order_id))
 
-    @app.get("/v1/orders", response_model=convert.OrderPage, tags=["orders"],
-             responses={**AUTH, **responses(422), **UPSTREAM})
-    async def list_orders(page_size: int = page_size_q(),
-                          page_token: Annotated[str, Query(max_length=500)] = "",
+    @app.get("/v1/orders", response_model=convert.OrderPage, response_model_exclude_none=True,
+             tags=["orders"], responses={**AUTH, **responses(400, 422), **UPSTREAM})
+    async def list_orders(page_size: int = page_size_q(), page_token: PageToken = "",
                           customer_id: Annotated[str | None, Query(pattern=ID)] = None,
+                          view: Annotated[Literal["BASIC", "FULL"], Query(description=(
+                              "AIP-157: BASIC (default) leaves out each order's lines and timeline; "
+                              "FULL has them (one lookup per order listed)"))] = "BASIC",
                           client: ApiClient = require("orders:read")):
+        check_page_token(page_token)
         if client.customer_id and customer_id not in (None, client.customer_id):
             raise Problem(422, "field-not-allowed", "customer_id must be your own customer",
                           errors=[{"field": "customer_id", "description": "not your customer"}])
         r = await call(core.ots.ListOrders(ots.ListOrdersRequest(
             page_size=page_size, page_token=page_token, customer_id=client.customer_id or customer_id or "")))
-        return {"orders": [convert.order(o) for o in r.orders], "next_page_token": r.next_page_token}
+        if view == "BASIC":
+            orders = [convert.order_summary(o) for o in r.orders]
+        else:
+            # Order-to-ship's ListOrders carries no lines: each order as GET /v1/orders/{id} has it.
+            lookups = asyncio.Semaphore(8)
+
+            async def full(o: ots.Order) -> dict:
+                async with lookups:
+                    got = await call(core.ots.GetOrder(ots.GetOrderRequest(order_id=o.order_id)),
+                                     "order", o.order_id)
+                return convert.order(got.order)
+
+            orders = list(await asyncio.gather(*(full(o) for o in r.orders)))
+        return {"orders": orders, "next_page_token": r.next_page_token}
 
     @app.post("/v1/orders/{order_id:rid}:cancel", response_model=convert.OrderOut, tags=["orders"],
               responses={**AUTH, **responses(404, 409, 422), **UPSTREAM})
@@ -449,7 +505,7 @@ def create_app(core) -> FastAPI:
                 request_id=request_id(client, idempotency_key), order_id=body.order_id,
                 lines=[rpb.ReturnLine(sku=ln.sku, quantity=ln.quantity, note=ln.note,
                                       reason=rpb.ReturnReason.Value(f"RETURN_REASON_{ln.reason}"))
-                       for ln in body.lines])), "order", body.order_id)
+                       for ln in body.lines])))
             request.state.resource = r.customer_return.return_id
             return 201, convert.customer_return(r.customer_return), {
                 "Location": f"/v1/returns/{r.customer_return.return_id}"}
@@ -466,11 +522,11 @@ def create_app(core) -> FastAPI:
         return convert.customer_return(r.customer_return)
 
     @app.get("/v1/returns", response_model=convert.ReturnPage, tags=["returns"],
-             responses={**AUTH, **responses(422), **UPSTREAM})
-    async def list_returns(page_size: int = page_size_q(),
-                           page_token: Annotated[str, Query(max_length=500)] = "",
+             responses={**AUTH, **responses(400, 422), **UPSTREAM})
+    async def list_returns(page_size: int = page_size_q(), page_token: PageToken = "",
                            order_id: Annotated[str | None, Query(pattern=ID)] = None,
                            client: ApiClient = require("returns:read")):
+        check_page_token(page_token)
         r = await call(core.returns.ListReturns(rpb.ListReturnsRequest(
             page_size=page_size, page_token=page_token, order_id=order_id or "",
             customer_id=client.customer_id)))
@@ -487,7 +543,8 @@ def create_app(core) -> FastAPI:
         literal = [f for f, v in [*(("sku", x) for x in sku), ("warehouse", warehouse)] if v in LITERALS]
         if literal:
             raise Problem(422, "invalid-request", "true, false and null are not identifiers",
-                          errors=[{"field": f"query.{f}", "description": "not an identifier"} for f in literal])
+                          errors=[{"field": f"query.{f}", "description": "not an identifier"}
+                                  for f in literal])
         r = await call(core.wms.GetAvailability(wms_pb2.GetAvailabilityRequest(
             skus=sku, warehouse_id=warehouse or "")))
         return {"positions": [{"sku": p.sku, "warehouse_id": p.warehouse_id, "on_hand": p.on_hand,
@@ -498,7 +555,7 @@ def create_app(core) -> FastAPI:
     async def shipping_options(country_code: Annotated[str, Query(pattern=r"^[A-Z]{2}$")],
                                weight_grams: Annotated[int, Query(ge=1, le=10_000_000)],
                                currency_code: Annotated[str, Query(pattern=r"^[A-Z]{3}$")] = "USD",
-                               postal_code: Annotated[str, Query(max_length=20)] = "",
+                               postal_code: Annotated[str, Query(max_length=20, pattern=TEXT)] = "",
                                client: ApiClient = require("lookups")):
         r = await call(core.tms.GetShippingOptions(tms_pb2.GetShippingOptionsRequest(
             destination=Address(country_code=country_code, postal_code=postal_code),
@@ -514,7 +571,7 @@ def create_app(core) -> FastAPI:
              responses={**AUTH, **responses(422), **UPSTREAM})
     async def dead_letters(page_size: int = page_size_q(),
                            page_token: Annotated[str, Query(pattern=r"^([1-9][0-9]{0,17})?$")] = "",
-                           consumer: Annotated[str | None, Query(max_length=128)] = None,
+                           consumer: Annotated[str | None, Query(max_length=128, pattern=TEXT)] = None,
                            client: ApiClient = require("admin", internal=True)):
         r = await call(core.dead_letters.ListDeadLetters(admin_pb2.ListDeadLettersRequest(
             page_size=page_size, page_token=page_token, consumer=consumer or "")))
@@ -543,12 +600,14 @@ def create_app(core) -> FastAPI:
         run = r.run
         request.state.resource = run.run_id
         return {"run_id": run.run_id, "repair": run.repair, "positions_checked": run.positions_checked,
-                "in_flight": run.in_flight, "drift_count": run.drift_count, "repaired_count": run.repaired_count}
+                "in_flight": run.in_flight, "drift_count": run.drift_count,
+                "repaired_count": run.repaired_count}
 
-    @app.get("/v1/admin/audit", response_model=AuditPage, tags=["admin"], responses={**AUTH, **responses(422)})
+    @app.get("/v1/admin/audit", response_model=AuditPage, tags=["admin"],
+             responses={**AUTH, **responses(422)})
     async def audit(limit: int = page_size_q(),
                     before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
-                    client_id: Annotated[str | None, Query(max_length=64)] = None,
+                    client_id: Annotated[str | None, Query(max_length=64, pattern=TEXT)] = None,
                     client: ApiClient = require("admin", internal=True)):
         rows = await gov.audit_page(limit=limit, before_id=before, client_id=client_id or "")
         entries = [{**r, "at": r["at"].isoformat()} for r in rows]
@@ -578,7 +637,8 @@ def create_app(core) -> FastAPI:
             return app.openapi_schema
         from fastapi.openapi.utils import get_openapi
 
-        spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        spec = get_openapi(title=app.title, version=app.version, description=app.description,
+                           routes=app.routes)
         spec.get("components", {}).get("schemas", {}).pop("HTTPValidationError", None)
         spec.get("components", {}).get("schemas", {}).pop("ValidationError", None)
         for path, ops in spec["paths"].items():

@@ -1,27 +1,32 @@
-"""`python -m services.gateway`: the experience API — HTTP/JSON (FastAPI on
+"""`python -m gateway`: the experience API — HTTP/JSON (FastAPI on
 uvicorn) and the gRPC edge, in one process, on the shared ServiceApp runtime."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import socket
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import h11
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from crossdock.admin.v1 import admin_pb2_grpc
+from crossdock.admin.v1 import admin_pb2_grpc, api_clients_pb2_grpc
 from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
 from crossdock.reconciliation.v1 import reconciliation_pb2_grpc
 from crossdock.returns.v1 import returns_pb2_grpc
-from services.mesh.app import ResilientStub, ServiceApp, run
-from services.mesh.grpcutil import client_channel
+from services.mesh.app import ServiceApp, run
 
 from . import http_api
+from .admin_api import ApiClientServicer
 from .governance import Governance
 from .grpc_edge import Edge, OrderToShipEdge, ReturnsEdge
+from .guard import Guard
+from .problems import PROBLEM_MEDIA, Problem
 from .store import metadata
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -58,19 +63,28 @@ class Core:
     @cached_property
     def dead_letters(self) -> Any:
         # Served by every service (the dead-letter stream is shared).
-        return self._stub(self.app, "ordertoship", admin_pb2_grpc.DeadLetterServiceStub,
-                          "crossdock.admin.v1.DeadLetterService")
+        return self.app.clients.stub_of("ordertoship", admin_pb2_grpc.DeadLetterServiceStub,
+                                        "crossdock.admin.v1.DeadLetterService")
 
     @cached_property
     def reconciliation(self) -> Any:
-        return self._stub(self.app, "returns", reconciliation_pb2_grpc.ReconciliationServiceStub,
-                          "crossdock.reconciliation.v1.ReconciliationService")
+        return self.app.clients.stub_of("returns", reconciliation_pb2_grpc.ReconciliationServiceStub,
+                                        "crossdock.reconciliation.v1.ReconciliationService")
 
-    @staticmethod
-    def _stub(app: ServiceApp, service: str, cls: Any, full_name: str) -> ResilientStub:
-        channel = client_channel(app.settings.addr(service), [full_name])
-        app.clients._channels[f"{service}:{full_name}"] = channel  # noqa: SLF001 - closed with the others
-        return ResilientStub(service, cls(channel), app.clients.breakers, app.settings.rpc_timeout)
+
+class ProblemH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, answering a request it cannot parse (malformed
+    request line or headers) with a problem+json 400 instead of text/plain: the
+    one error shape of the API, as far as the server controls it."""
+
+    def send_400_response(self, msg: str) -> None:
+        body = json.dumps(Problem(400, "malformed-request", msg).body()).encode()
+        headers = [(b"content-type", PROBLEM_MEDIA.encode()), (b"content-length", str(len(body)).encode()),
+                   (b"connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
 
 class _Server(uvicorn.Server):
@@ -97,19 +111,22 @@ def bind_http(app: ServiceApp) -> socket.socket:
     return sock
 
 
-def bootstrap(app: ServiceApp) -> None:
+def bootstrap(app: ServiceApp, guard: Guard) -> None:
     core = Core(app)
+    guard.bind(core.governance)
     edge = Edge(core)
     app.add_servicer(order_to_ship_pb2_grpc.add_OrderToShipServiceServicer_to_server,
                      OrderToShipEdge(edge), "crossdock.ordertoship.v1.OrderToShipService")
     app.add_servicer(returns_pb2_grpc.add_ReturnsServiceServicer_to_server,
                      ReturnsEdge(edge), "crossdock.returns.v1.ReturnsService")
+    app.add_servicer(api_clients_pb2_grpc.add_ApiClientServiceServicer_to_server,
+                     ApiClientServicer(app.store), "crossdock.admin.v1.ApiClientService")
     fastapi_app = http_api.create_app(core)
 
     async def http_server(stopping: asyncio.Event) -> None:
         sock = bind_http(app)
         config = uvicorn.Config(fastapi_app, log_config=None, access_log=False, lifespan="off",
-                                server_header=False, timeout_graceful_shutdown=5)
+                                server_header=False, timeout_graceful_shutdown=5, http=ProblemH11Protocol)
         server = _Server(config)
         task = asyncio.create_task(server.serve(sockets=[sock]))
         app.log.info("gateway.http.started", port=sock.getsockname()[1])
@@ -120,5 +137,12 @@ def bootstrap(app: ServiceApp) -> None:
     app.add_loop(http_server)
 
 
+def main() -> None:
+    # Every RPC of the gRPC port (the edge's, the runtime's DeadLetterService,
+    # health, reflection) goes through the guard's table.
+    guard = Guard()
+    run("gateway", metadata, MIGRATIONS, lambda app: bootstrap(app, guard), interceptors=[guard])
+
+
 if __name__ == "__main__":
-    run("gateway", metadata, MIGRATIONS, bootstrap)
+    main()
