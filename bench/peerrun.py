@@ -48,8 +48,8 @@ from services.mesh.config import SYSTEM_SERVICES
 from services.mesh.launcher import (
     NatsServer,
     ServiceProcess,
-    _die_with_parent,
     free_port,
+    guarded,
     terminate,
     wait_until,
 )
@@ -204,13 +204,9 @@ class Proc:
             self.ready_file.unlink(missing_ok=True)
         self.log.parent.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")  # noqa: SIM115 - owned by the process
+        # guarded: it dies with the bench (the parent-death signal, set by setpriv before exec).
         self.proc = subprocess.Popen(
-            self.args,
-            cwd=ROOT,
-            env=_peer_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            guarded(self.args), cwd=ROOT, env=_peer_env(), stdout=out, stderr=subprocess.STDOUT
         )
         if self.ready_file:
 
@@ -417,7 +413,8 @@ async def drive(peer: Peer, stubs: Stubs, name: str, *args: str, settle: float =
         *args,
     ]
     proc = await asyncio.create_subprocess_exec(
-        *cmd, cwd=ROOT, env=_peer_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+        *guarded(cmd), cwd=ROOT, env=_peer_env(), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     log, _ = await proc.communicate()
     (peer.dir / f"{name}.log").write_bytes(log)

@@ -219,18 +219,6 @@ class Run:
             await asyncio.sleep(0.5)
 
 
-def die_with_parent() -> None:
-    """SIGTERM when the bench that started this process dies (set here, after exec: a
-    fork of the bench's process with gRPC threads running must not run Python first)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() == 1:
-            sys.exit("the bench is gone")
-
-
 async def main(args: argparse.Namespace) -> None:
     world = json.loads(Path(args.world).read_text())  # noqa: ASYNC240 - before the load
     peer = PEERS[args.peer]()
@@ -283,7 +271,6 @@ def parse() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    die_with_parent()
     asyncio.run(main(parse()))
     # The report is written: leave without the interpreter's finalization, which the
     # gRPC threads of a client whose server was killed can crash (exit code 134).
