@@ -630,6 +630,8 @@ async def run_peer(peer: Peer, size, log, *, kill_s: float) -> dict:
         await stubs.close()
         peer.stop()
         await _delete_bridge_consumers(peer.systems, peer.label)
+        if peer.target.startswith("postgres"):
+            _drop_pg_database(peer.target)
     return out
 
 
@@ -688,6 +690,19 @@ def _pg_database() -> str:
         cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
     return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg_database(url: str) -> None:
+    """The run's database goes once the peer has stopped (nothing of it is read later)."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    conn = psycopg2.connect(make_url(pg_url()).render_as_string(hide_password=False))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{u.database}" WITH (FORCE)')
+    conn.close()
 
 
 def measure(work: Path, size, names: list[str], log, *, kill_s: float) -> dict:
