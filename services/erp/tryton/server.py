@@ -27,20 +27,32 @@ from . import setup as tryton_setup
 ADMIN_PASSWORD = "admin"  # Tryton's own admin: set-up only, on loopback
 
 
-def default_workers() -> int:
-    """Two per core, at most 4: Tryton is CPU-bound ORM work (SQLite serialises writes)."""
+def default_workers(database_url: str = "") -> int:
+    """PostgreSQL: two per core, at most 4 (Tryton is CPU-bound ORM work). SQLite: one
+    (it has one writer at a time anyway, and the crossdock_outbox module relies on it to
+    make Tryton's table locks moot; see module/__init__.py)."""
+    if not database_url:
+        return 1
     return max(1, min(4, 2 * (os.cpu_count() or 1)))
 
 
 class TrytonServer:
-    def __init__(self, data_dir: Path, *, database: str = "crossdock", database_url: str = "",
-                 port: int = 0, workers: int = 0, template: Path | None = None,
-                 password: str = "crossdock-erp") -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        database: str = "crossdock",
+        database_url: str = "",
+        port: int = 0,
+        workers: int = 0,
+        template: Path | None = None,
+        password: str = "crossdock-erp",
+    ) -> None:
         self.dir = Path(data_dir).resolve() / "tryton"
         self.database = database
         self.database_url = database_url
         self.port = port
-        self.workers = workers or default_workers()
+        self.workers = workers or default_workers(database_url)
         self.template = template
         self.password = password
         self.proc: subprocess.Popen | None = None
@@ -73,23 +85,42 @@ class TrytonServer:
             + "retry = 10\n"
             + "[session]\nmax_age = 2592000\ntimeout = 2592000\n"
             + "[cache]\nclean_timeout = 0\n"
-            + "[password]\nlength = 4\nentropy = 0\n")
+            + "[password]\nlength = 4\nentropy = 0\n"
+        )
 
     def _env(self) -> dict[str, str]:
         passfile = self.dir / "admin.pass"
         passfile.write_text(ADMIN_PASSWORD)
-        return {**os.environ, "TRYTOND_CONFIG": str(self.config_path), "TRYTONPASSFILE": str(passfile),
-                "CROSSDOCK_ERP_TRYTON_PASSWORD": self.password, "PYTHONUNBUFFERED": "1"}
+        return {
+            **os.environ,
+            "TRYTOND_CONFIG": str(self.config_path),
+            "TRYTONPASSFILE": str(passfile),
+            "CROSSDOCK_ERP_TRYTON_PASSWORD": self.password,
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def _run(self, *args: str, timeout: float = 900) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            subprocess.run(list(args), env=self._env(), stdout=log, stderr=subprocess.STDOUT, check=True,
-                           timeout=timeout, cwd=Path(__file__).resolve().parents[3])
+            subprocess.run(
+                list(args),
+                env=self._env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                check=True,
+                timeout=timeout,
+                cwd=Path(__file__).resolve().parents[3],
+            )
 
     def _admin(self, *args: str) -> None:
-        self._run(str(Path(sys.executable).parent / "trytond-admin"), "-c", str(self.config_path),
-                  "-d", self.database, *args)
+        self._run(
+            str(Path(sys.executable).parent / "trytond-admin"),
+            "-c",
+            str(self.config_path),
+            "-d",
+            self.database,
+            *args,
+        )
 
     # ---- lifecycle ----
 
@@ -99,8 +130,9 @@ class TrytonServer:
         import psycopg2
 
         u = make_url(self.database_url)
-        conn = psycopg2.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                                dbname="postgres")
+        conn = psycopg2.connect(
+            host=u.host, port=u.port or 5432, user=u.username, password=u.password, dbname="postgres"
+        )
         try:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (self.database,))
@@ -115,8 +147,9 @@ class TrytonServer:
             import psycopg2
 
             u = make_url(self.database_url)
-            conn = psycopg2.connect(host=u.host, port=u.port or 5432, user=u.username, password=u.password,
-                                    dbname="postgres")
+            conn = psycopg2.connect(
+                host=u.host, port=u.port or 5432, user=u.username, password=u.password, dbname="postgres"
+            )
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(f'CREATE DATABASE "{self.database}"')
@@ -144,10 +177,25 @@ class TrytonServer:
         gunicorn = str(Path(sys.executable).parent / "gunicorn")
         env = {**self._env(), "TRYTOND_DATABASE_NAMES": self.database}
         self.proc = subprocess.Popen(
-            [gunicorn, "--workers", str(self.workers), "--bind", f"127.0.0.1:{self.port}",
-             "--timeout", "300", "--graceful-timeout", "10", "--no-control-socket", "--preload",
-             "trytond.application:app"],
-            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+            [
+                gunicorn,
+                "--workers",
+                str(self.workers),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--timeout",
+                "300",
+                "--graceful-timeout",
+                "10",
+                "--no-control-socket",
+                "--preload",
+                "trytond.application:app",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=self.dir,
+        )
         wait_until(self.answers, timeout, "trytond to answer JSON-RPC", interval=0.2)
         return self.url
 
@@ -155,8 +203,10 @@ class TrytonServer:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"trytond exited with {self.proc.returncode}; see {self.log_path}")
         request = urllib.request.Request(
-            self.url + "rpc/", data=json.dumps({"id": 0, "method": "common.server.version", "params": []}).encode(),
-            headers={"Content-Type": "application/json"})
+            self.url + "rpc/",
+            data=json.dumps({"id": 0, "method": "common.server.version", "params": []}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(request, timeout=2) as resp:
                 return bool(json.loads(resp.read()).get("result"))

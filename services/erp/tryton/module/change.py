@@ -2,15 +2,15 @@
 transaction) and the models that write them."""
 
 from sql import Table
-
-from trytond.model import ModelSQL, fields
+from trytond.model import ModelSQL, ModelView, fields
 from trytond.pool import PoolMeta
 from trytond.transaction import Transaction
 
 
-class Change(ModelSQL):
+class Change(ModelSQL, ModelView):
     "Crossdock change"
-    __name__ = 'crossdock.change'
+
+    __name__ = "crossdock.change"
 
     model = fields.Char("Model", required=True)
     record = fields.Integer("Record", required=True)
@@ -22,19 +22,21 @@ def record_changes(model, mode, ids, field_names):
     """Insert the change rows with one statement (no ORM: no recursion, little cost)."""
     if not ids:
         return
-    table = Table('crossdock_change')
+    table = Table("crossdock_change")
     transaction = Transaction()
-    names = ','.join(sorted(field_names or ()))
+    names = ",".join(sorted(field_names or ()))
     cursor = transaction.connection.cursor()
-    cursor.execute(*table.insert(
-            [table.model, table.record, table.mode, table.field_names,
-                table.create_uid, table.create_date],
-            [[model, i, mode, names, transaction.user,
-                    _now()] for i in ids]))
+    cursor.execute(
+        *table.insert(
+            [table.model, table.record, table.mode, table.field_names, table.create_uid, table.create_date],
+            [[model, i, mode, names, transaction.user, _now()] for i in ids],
+        )
+    )
 
 
 def _now():
     import datetime
+
     return datetime.datetime.now()
 
 
@@ -52,37 +54,64 @@ class _Tracked:
 
 
 class Party(_Tracked, metaclass=PoolMeta):
-    __name__ = 'party.party'
+    __name__ = "party.party"
 
 
 class Address(metaclass=PoolMeta):
-    __name__ = 'party.address'
+    __name__ = "party.address"
 
     @classmethod
     def on_modification(cls, mode, records, field_names=None):
         super().on_modification(mode, records, field_names=field_names)
-        record_changes('party.party', 'write',
-            sorted({r.party.id for r in records if r.party}), {'addresses'})
+        try:
+            parties = sorted({r.party.id for r in records if r.party})
+        except Exception:  # a record already gone
+            parties = []
+        record_changes("party.party", "write", parties, {"addresses"})
 
 
 class Template(_Tracked, metaclass=PoolMeta):
-    __name__ = 'product.template'
+    __name__ = "product.template"
 
     crossdock_uom = fields.Char("Crossdock unit of measure")
     crossdock_weight_grams = fields.Integer("Crossdock weight (g)")
 
 
 class Product(_Tracked, metaclass=PoolMeta):
-    __name__ = 'product.product'
+    __name__ = "product.product"
 
 
 class Sale(_Tracked, metaclass=PoolMeta):
-    __name__ = 'sale.sale'
+    __name__ = "sale.sale"
 
 
 class Invoice(_Tracked, metaclass=PoolMeta):
-    __name__ = 'account.invoice'
+    __name__ = "account.invoice"
 
 
 class OrderPoint(_Tracked, metaclass=PoolMeta):
-    __name__ = 'stock.order_point'
+    __name__ = "stock.order_point"
+
+
+class Move(metaclass=PoolMeta):
+    __name__ = "stock.move"
+
+    crossdock_key = fields.Char("Crossdock key")
+
+
+class Booking(ModelSQL, ModelView):
+    "Crossdock booking"
+
+    __name__ = "crossdock.booking"
+
+    # The business key of a WMS movement (or a correction) an inventory books, made in
+    # the same transaction as the inventory: looked up before a retry, so a movement is
+    # booked once however often it is delivered and however the batches are cut.
+    key = fields.Char("Key", required=True)
+    inventory = fields.Many2One("stock.inventory", "Inventory", required=True, ondelete="CASCADE")
+
+
+class Inventory(metaclass=PoolMeta):
+    __name__ = "stock.inventory"
+
+    crossdock_bookings = fields.One2Many("crossdock.booking", "inventory", "Crossdock bookings")
