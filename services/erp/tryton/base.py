@@ -13,6 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import structlog
 from sqlalchemy import select
 
+from services.mesh import faults
 from services.mesh.bus import PermanentError
 from services.mesh.config import Settings
 from services.mesh.errors import FailedPrecondition
@@ -34,6 +35,12 @@ def to_minor(amount: Decimal | float | int | None) -> int:
     if amount is None:
         return 0
     return int((Decimal(str(amount)) * 100).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def committed_in_tryton() -> None:
+    """Tryton has committed a posting and the message is not acked yet: the window an
+    effectively-once posting must survive (a crash point for the fault tests)."""
+    faults.crash_point("tryton_committed_before_ack")
 
 
 def permanent_on_refusal(func):

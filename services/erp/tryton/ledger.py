@@ -21,7 +21,7 @@ from services.mesh.store import Tx
 
 from .. import contract, domain
 from ..builtin.ledger import log_update, movements
-from .base import TrytonErp, permanent_on_refusal, refusal_as_precondition
+from .base import TrytonErp, committed_in_tryton, permanent_on_refusal, refusal_as_precondition
 from .masterdata import page
 from .store import cursors
 
@@ -142,6 +142,8 @@ class TrytonLedger:
                 for m in result.applied
             ]
         )
+        if result.applied:
+            committed_in_tryton()
         for (sku, warehouse_id), (_, sequence) in result.positions.items():
             await self.erp.set_cursor(tx, position_key(warehouse_id, sku), sequence)
 

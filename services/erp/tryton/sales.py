@@ -32,7 +32,7 @@ from services.mesh.paging import encode_token
 from services.mesh.store import Tx
 
 from .. import contract, domain
-from .base import TrytonErp, permanent_on_refusal, to_decimal, to_minor
+from .base import TrytonErp, committed_in_tryton, permanent_on_refusal, to_decimal, to_minor
 from .masterdata import credit_of, read_customer
 from .rpc import TrytonUserError
 
@@ -390,7 +390,9 @@ class TrytonSalesOrders:
         else:
             sale_id = sale["id"]
         try:
-            await rpc.model("sale.sale", "quote", [sale_id])
+            # Resumed where a crash left it: quoted already, or still a draft.
+            if sale is None or sale["state"] == "draft":
+                await rpc.model("sale.sale", "quote", [sale_id])
             await rpc.model("sale.sale", "confirm", [sale_id])
         except TrytonUserError as refused:
             if "credit limit" not in refused.message:
@@ -398,6 +400,7 @@ class TrytonSalesOrders:
             await rpc.model("sale.sale", "write", [sale_id], {"comment": f"{REJECTED}\n{refused.message}"})
             await rpc.model("sale.sale", "cancel", [sale_id])
             log.info("tryton.sale_refused", order_id=so.order_id, reason=refused.message)
+        committed_in_tryton()
         (sale,) = await rpc.model("sale.sale", "read", [sale_id], SALE_FIELDS)
         await self._emit_outcome(tx, sale)
 
@@ -538,6 +541,7 @@ class TrytonInvoicing:
             reference=cmd.shipment_id,
             description=domain.invoice_number(cmd.order_id, posted_before),
         )
+        committed_in_tryton()
         await self._emit(tx, invoice_id)
 
     async def list(self, page_size: int, page_token: str, order_id: str):

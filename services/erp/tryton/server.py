@@ -165,6 +165,8 @@ class TrytonServer:
         if not self.exists():
             if self.template is not None and not self.database_url:
                 shutil.copyfile(self.template, self.sqlite_file)
+                if _same_year(self.template):
+                    return  # set up already (its fiscal year is this year's)
             else:
                 self.create()
         self._run(sys.executable, "-m", "services.erp.tryton.setup", str(self.config_path), self.database)
@@ -222,6 +224,13 @@ class TrytonServer:
     @property
     def alive(self) -> bool:
         return bool(self.proc and self.proc.poll() is None)
+
+
+def _same_year(path: Path) -> bool:
+    import datetime
+
+    made = datetime.datetime.fromtimestamp(path.stat().st_mtime)
+    return made.year == datetime.date.today().year
 
 
 def main() -> None:

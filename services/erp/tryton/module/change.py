@@ -84,6 +84,11 @@ class Product(_Tracked, metaclass=PoolMeta):
 class Sale(_Tracked, metaclass=PoolMeta):
     __name__ = "sale.sale"
 
+    def must_check_credit_limit(self):
+        # Crossdock's sales ship through the WMS (shipment method "manual" in Tryton):
+        # Tryton's credit-limit rule applies to them as to the sales it ships itself.
+        return super().must_check_credit_limit() or self.shipment_method == "manual"
+
 
 class Invoice(_Tracked, metaclass=PoolMeta):
     __name__ = "account.invoice"
