@@ -41,8 +41,9 @@ lint: $(GEN) ## buf lint + ruff
 breaking: $(GEN) ## buf breaking against main
 	$(VENV)/bin/buf breaking --against '.git#branch=main'
 
-run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep serving until Ctrl-C
-	$(VENV)/bin/crossdock up --demo 30
+ERP ?= builtin
+run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep serving until Ctrl-C (ERP=tryton: on Tryton)
+	CROSSDOCK_ERP_BACKEND=$(ERP) $(VENV)/bin/crossdock up --demo 30
 
 test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
 	$(VENV)/bin/ruff check services tests bench

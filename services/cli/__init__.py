@@ -314,3 +314,6 @@ def main() -> None:
 
 
 from . import clients  # noqa: E402, F401  (registers `crossdock clients`)
+from . import erp as erp_commands  # noqa: E402
+
+app.add_typer(erp_commands.app, name="erp")

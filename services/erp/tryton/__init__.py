@@ -19,9 +19,10 @@ from .base import TrytonErp
 from .feed import ChangeFeed
 from .ledger import TrytonLedger
 from .masterdata import TrytonMasterData
+from .replenishment import TrytonReplenishment
 from .sales import TrytonInvoicing, TrytonOrders, TrytonSalesOrders
 from .settlement import TrytonSettlement
-from .unsupported import UnsupportedReplenishment, UnsupportedReturns
+from .unsupported import UnsupportedReturns
 
 
 def tryton_backend(store: Store, settings: Settings) -> ErpBackend:
@@ -35,6 +36,6 @@ def tryton_backend(store: Store, settings: Settings) -> ErpBackend:
         ledger=TrytonLedger(erp),
         returns=UnsupportedReturns(),
         settlement=TrytonSettlement(erp, orders),
-        replenishment=UnsupportedReplenishment(),
+        replenishment=TrytonReplenishment(erp),
         loops=[ChangeFeed(erp, store).loop()],
     )
