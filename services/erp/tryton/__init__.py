@@ -20,9 +20,9 @@ from .feed import ChangeFeed
 from .ledger import TrytonLedger
 from .masterdata import TrytonMasterData
 from .replenishment import TrytonReplenishment
+from .returns import TrytonReturns
 from .sales import TrytonInvoicing, TrytonOrders, TrytonSalesOrders
 from .settlement import TrytonSettlement
-from .unsupported import UnsupportedReturns
 
 
 def tryton_backend(store: Store, settings: Settings) -> ErpBackend:
@@ -34,7 +34,7 @@ def tryton_backend(store: Store, settings: Settings) -> ErpBackend:
         sales_orders=TrytonSalesOrders(erp, orders),
         invoicing=TrytonInvoicing(erp, orders),
         ledger=TrytonLedger(erp),
-        returns=UnsupportedReturns(),
+        returns=TrytonReturns(erp, orders),
         settlement=TrytonSettlement(erp, orders),
         replenishment=TrytonReplenishment(erp),
         loops=[ChangeFeed(erp, store).loop()],

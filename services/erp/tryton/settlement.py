@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from crossdock.common.v1.common_pb2 import Money
 from crossdock.erp.v1 import erp_pb2
 
+from .. import domain
 from .base import TrytonErp, to_minor
 from .sales import INVOICE_FIELDS, TrytonOrders
 
@@ -46,17 +47,18 @@ class TrytonSettlement:
         for d in docs:
             inv = await self.orders.invoice_pb(d)
             credit = d["total_amount"] < 0
+            number = d["description"] or ""
             r = erp_pb2.SettlementRecord(
                 document_type=(
                     erp_pb2.SETTLEMENT_DOCUMENT_TYPE_CREDIT_MEMO
                     if credit
                     else erp_pb2.SETTLEMENT_DOCUMENT_TYPE_INVOICE
                 ),
-                document_id=inv.invoice_id,
+                document_id=domain.credit_memo_number(number) if credit else inv.invoice_id,
                 customer_id=inv.customer_id,
                 order_id=inv.order_id,
-                reference=inv.shipment_id,
-                amount=Money(currency_code=currency, amount_minor=to_minor(d["total_amount"])),
+                reference=number if credit else inv.shipment_id,
+                amount=Money(currency_code=currency, amount_minor=abs(to_minor(d["total_amount"]))),
             )
             r.post_time.FromDatetime(d["write_date"].replace(tzinfo=UTC))
             out.append(r)
@@ -71,7 +73,7 @@ class TrytonSettlement:
             )
             if r.document_type == erp_pb2.SETTLEMENT_DOCUMENT_TYPE_CREDIT_MEMO:
                 t.credit_memo_count += 1
-                t.credited_minor += -r.amount.amount_minor
+                t.credited_minor += r.amount.amount_minor
             else:
                 t.invoice_count += 1
                 t.invoiced_minor += r.amount.amount_minor
