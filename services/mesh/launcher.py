@@ -406,6 +406,7 @@ class Mesh:
             port=int(setting("CROSSDOCK_ERP_TRYTON_PORT", "0")),
             workers=int(setting("CROSSDOCK_ERP_TRYTON_WORKERS", "0")),
             template=Path(template) if template else None,
+            pg_template=setting("CROSSDOCK_ERP_TRYTON_PG_TEMPLATE"),
             password=setting("CROSSDOCK_ERP_TRYTON_PASSWORD", "crossdock-erp"))
         progress("preparing the Tryton database")
         self.tryton.prepare()

@@ -129,9 +129,10 @@ def tryton_mesh_env(env: dict[str, str] | None = None) -> dict[str, str]:
     by the launcher from the prepared template (no module activation per test)."""
     from tests.tryton_support import tryton_template
 
-    return {**FAST, **(env or {}), "CROSSDOCK_ERP_BACKEND": "tryton",
-            "CROSSDOCK_ERP_TRYTON_TEMPLATE": str(tryton_template()),
-            "CROSSDOCK_ERP_TRYTON_FEED_INTERVAL": "0.2"}
+    return {**FAST, "CROSSDOCK_ERP_BACKEND": "tryton",
+            "CROSSDOCK_ERP_TRYTON_TEMPLATE": "" if (env or {}).get("CROSSDOCK_ERP_TRYTON_PG_TEMPLATE")
+            else str(tryton_template()),
+            "CROSSDOCK_ERP_TRYTON_FEED_INTERVAL": "0.2", **(env or {})}
 
 
 def start_tryton_mesh(tmp_path_factory, env: dict[str, str] | None = None, database_urls=None) -> Mesh:
