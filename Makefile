@@ -52,10 +52,13 @@ test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
 test-unit: $(GEN) ## the fast tiers: unit (no I/O) and use cases (in-process, real SQLite), seconds
 	$(VENV)/bin/pytest -q tests/unit tests/usecases
 
+test-tryton: $(GEN) ## the tests of the Tryton ERP backend only (trytond from a prepared template)
+	$(VENV)/bin/pytest -q -m tryton
+
 clean: ## remove the venv, generated code and local data
 	rm -rf $(VENV) gen .data
 
-.PHONY: help setup proto lint breaking run test test-unit clean
+.PHONY: help setup proto lint breaking run test test-unit test-tryton clean
 
 migration: $(GEN) ## autogenerate a migration: make migration SERVICE=erp MSG="add column"
 	$(PY) scripts/new_migration.py $(SERVICE) "$(MSG)"
