@@ -71,3 +71,11 @@ chaos: $(GEN) ## the full fault-injection run (2,000 orders + 200 returns under 
 bench: $(GEN) ## benchmarks side by side (~7 min): .data/bench/results.json, summary.md, chart.png
 	$(PY) -m bench --size full --out .data/bench $(BENCH_ARGS)
 .PHONY: bench
+
+catalog: $(GEN) ## the event catalog from contracts.py + proto/: docs/catalog/asyncapi.yaml and index.html
+	$(PY) -m services.mesh.catalog
+.PHONY: catalog
+
+rules: $(GEN) ## the Kubernetes PrometheusRule from deploy/prometheus/crossdock-rules.yaml
+	$(PY) -m services.mesh.monitoring rules
+.PHONY: rules

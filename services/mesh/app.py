@@ -108,6 +108,7 @@ class Clients:
             # its answers (NOT_FOUND, INVALID_ARGUMENT…).
             exclude=[(grpc.aio.AioRpcError, lambda e: e.code() not in TRANSIENT)],
         )
+        self.breakers.add_listener(metrics.breaker_listener)  # crossdock_circuit_breaker_open
 
     def stub(self, service: str) -> ResilientStub:
         if service not in self._stubs:
@@ -208,6 +209,11 @@ class ServiceApp:
 
     async def serve(self, migrations_dir: Path) -> None:
         s = self.settings
+        # /metrics from the start: not ready (crossdock_service_ready 0) while it
+        # migrates and waits for NATS is what an operator must be able to see.
+        metrics.service_ready(False)
+        metrics.nats_connected(False)
+        metrics.serve(self.name, s)
         await self.store.migrate(migrations_dir)
         # A broker that is down or restarting delays the start; it does not fail it.
         async for attempt in AsyncRetrying(
@@ -230,7 +236,6 @@ class ServiceApp:
         port = self.server.add_insecure_port(f"{s.grpc_host}:{s.port_for(self.name)}")
         (s.resolved_data_dir / f"{self.name}{s.instance}.port").write_text(str(port))
         await self.server.start()
-        metrics.serve(self.name, s)
         metrics.track_consumers(self.consumers)
 
         tasks = [asyncio.create_task(self.relay.run(), name="outbox-relay")]
@@ -241,10 +246,12 @@ class ServiceApp:
                                          name="metrics-poller"))
         for name in ["", *self._service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        metrics.service_ready(True)
         self.log.info("service.started", port=port, consumers=[c.durable for c in self.consumers])
 
         await self.stopping.wait()
         self.log.info("service.stopping")
+        metrics.service_ready(False)
         await self.health.enter_graceful_shutdown()
         for c in self.consumers:
             c.stop()

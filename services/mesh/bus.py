@@ -158,10 +158,12 @@ class Bus:
             log.warning("nats.error", error=str(exc))
 
         async def on_disconnect() -> None:
+            metrics.nats_connected(False)
             log.warning("nats.disconnected")
 
         async def on_reconnect() -> None:
             self.generation += 1
+            metrics.nats_connected(True)
             log.info("nats.reconnected", url=str(self.nc.connected_url.netloc if self.nc else ""))
 
         self.nc = await nats.connect(
@@ -174,6 +176,7 @@ class Bus:
             reconnected_cb=on_reconnect,
         )
         self.js = self.nc.jetstream(publish_async_max_pending=4000)
+        metrics.nats_connected(True)
 
     async def ensure_streams(self) -> None:
         """Create every stream, or bring its config up to date (idempotent)."""
@@ -201,6 +204,7 @@ class Bus:
             except Exception:  # noqa: BLE001 - closing anyway
                 pass
             await self.nc.close()
+            metrics.nats_connected(False)
 
 
 class OutboxRelay:
@@ -471,7 +475,7 @@ class Consumer:
                 await self.dead_letter(msg, str(exc), permanent=True)
                 continue
             if self.limiter:
-                await self.limiter.acquire()
+                await metrics.acquire_posting(self.limiter, self.durable)
             try:
                 # Latency is served outside the transaction (never holding the write lock).
                 await faults.slow_or_failing(self.durable)
@@ -612,7 +616,7 @@ class Consumer:
         with self._span(msg, env):
             try:
                 if self.limiter and limited:
-                    await self.limiter.acquire()
+                    await metrics.acquire_posting(self.limiter, self.durable)
                 await faults.slow_or_failing(self.durable)
                 async with self.store.transaction() as tx:
                     claimed = await tx.claim(self.durable, env.id)

@@ -2,7 +2,7 @@
 service as its own process. Used by `crossdock up` (and so `make run`) and by
 the end-to-end and fault tests.
 
-Every child dies with its launcher (``PR_SET_PDEATHSIG`` on Linux: a launcher
+Every child dies with its launcher (``PR_SET_PDEATHSIG`` via ``setpriv`` on Linux: a launcher
 killed with SIGKILL leaves nothing running). ``Mesh(supervise=True)`` (what
 ``crossdock up`` runs) also restarts a process that exits on its own, with
 exponential back-off, and writes what it did to ``<data_dir>/supervisor.json``
@@ -18,7 +18,6 @@ hidden by the relay's pipelined publishes).
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
@@ -48,15 +47,15 @@ def nats_server_binary() -> str:
     return found
 
 
-_PR_SET_PDEATHSIG = 1
+def guarded(cmd: list[str]) -> list[str]:
+    """The command, made to receive SIGTERM when the thread that started it dies (Linux's
+    parent-death signal, set by util-linux ``setpriv`` before it execs the command, so the
+    pid stays the same): a launcher killed with SIGKILL leaves no process behind.
 
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """In the child: SIGTERM when the thread that started it dies (Linux), so a
-    launcher killed with SIGKILL leaves no process behind reconnecting forever."""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    Not a ``preexec_fn``: that forces a plain fork() of a parent that may run gRPC, whose
+    fork handlers can abort the child before it execs."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--", *cmd] if setpriv else cmd
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -120,9 +119,9 @@ class NatsServer:
         )
         log = open(self.dir / "nats-server.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [nats_server_binary(), "-c", str(conf), "-a", "127.0.0.1", "-p", str(self.port),
-             "--ports_file_dir", str(self.dir)],
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
+            guarded([nats_server_binary(), "-c", str(conf), "-a", "127.0.0.1", "-p", str(self.port),
+                     "--ports_file_dir", str(self.dir)]),
+            stdout=log, stderr=subprocess.STDOUT,
         )
         self.stopped = False
 
@@ -181,9 +180,9 @@ class ServiceProcess:
                "CROSSDOCK_INSTANCE": self.instance, "PYTHONUNBUFFERED": "1"}
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", f"services.{self.name}"],
+            guarded([sys.executable, "-m", f"services.{self.name}"]),
             env=env, stdout=log, stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[2], preexec_fn=_die_with_parent,
+            cwd=Path(__file__).resolve().parents[2],
         )
         self.stopped = False
 

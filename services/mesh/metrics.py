@@ -10,6 +10,12 @@ JetStream consumer info is read.
 The runtime records what it sees in one-line calls (the gRPC interceptor,
 ``Consumer.process``, the consumer-info poller); domain code calls
 ``observe_business`` / ``business_exception`` where the event happens.
+
+What the alerts in deploy/prometheus need besides: the dead letters waiting
+per consumer (the DLQ stream's per-subject counts, read by the same poller),
+whether the service is ready (its gRPC health) and connected to NATS, its
+circuit breakers' state, the time its consumers waited for the ERP posting
+rate limit, and the drift the last inventory reconciliation found.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from pathlib import Path
 import grpc
 import structlog
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = structlog.get_logger()
@@ -45,6 +51,29 @@ CONSUMER_ACK_PENDING = Gauge(
     "crossdock_consumer_ack_pending_messages", "Messages delivered and not yet acknowledged", ["stream", "consumer"])
 CONSUMER_REDELIVERED = Gauge(
     "crossdock_consumer_redelivered_messages", "Messages being redelivered", ["stream", "consumer"])
+DEAD_LETTERS = Gauge(
+    "crossdock_dead_letters", "Dead letters waiting on dlq.<consumer> (replay or discard them)", ["consumer"])
+# Unlabelled: a process is one service (the scrape's target labels say which; a
+# "service" label here would clash with the target label of that name).
+SERVICE_READY = Gauge(
+    "crossdock_service_ready", "1 while the service's gRPC health is SERVING; 0 while it migrates, waits for "
+    "NATS or drains")
+NATS_CONNECTED = Gauge("crossdock_nats_connected", "1 while the service is connected to NATS")
+BREAKER_OPENED = Counter(
+    "crossdock_circuit_breaker_opened", "Times the circuit breaker of a downstream service opened",
+    ["downstream"])
+POSTING_THROTTLED = Counter(
+    "crossdock_posting_throttled_seconds", "Seconds a consumer waited for the ERP posting rate limit "
+    "(CROSSDOCK_ERP_POSTING_RATE)", ["consumer"])
+RECONCILIATION_RUNS = Counter(
+    "crossdock_reconciliation_runs", "Inventory reconciliation runs (ERP ledger vs WMS stock)", ["trigger"])
+RECONCILIATION_LAST_RUN = Gauge(
+    "crossdock_reconciliation_last_run_timestamp_seconds", "When the last reconciliation run of a scope "
+    "(a warehouse, or * for all) finished", ["scope"])
+RECONCILIATION_DRIFT = Gauge(
+    "crossdock_reconciliation_drift_positions",
+    "Stock positions the last reconciliation run of a scope found drifted, repaired by it or not",
+    ["scope", "repaired"])
 BUSINESS_EXCEPTIONS = Counter(
     "crossdock_business_exceptions", "Business exceptions: credit_rejected, shortage_backordered, "
     "shortage_cancelled, short_pick, damaged, stock_discrepancy, carrier_failed", ["kind"])
@@ -75,6 +104,30 @@ def business_exception(kind: str) -> None:
 
 def order_finished(status: str) -> None:
     ORDERS_FINISHED.labels(status).inc()
+
+
+def service_ready(ready: bool) -> None:
+    SERVICE_READY.set(1 if ready else 0)
+
+
+def nats_connected(connected: bool) -> None:
+    NATS_CONNECTED.set(1 if connected else 0)
+
+
+async def acquire_posting(limiter, consumer: str) -> None:
+    """Wait for the ERP posting rate limit, counting the time waited."""
+    start = time.perf_counter()
+    await limiter.acquire()
+    POSTING_THROTTLED.labels(consumer).inc(time.perf_counter() - start)
+
+
+def reconciliation_run(*, trigger: str, scope: str, drifted: int, repaired: int) -> None:
+    """The outcome of one inventory reconciliation run (scope: a warehouse id, or "" for all)."""
+    scope = scope or "*"
+    RECONCILIATION_RUNS.labels(trigger).inc()
+    RECONCILIATION_DRIFT.labels(scope, "true").set(repaired)
+    RECONCILIATION_DRIFT.labels(scope, "false").set(drifted - repaired)
+    RECONCILIATION_LAST_RUN.labels(scope).set_to_current_time()
 
 
 def seconds_since(when: datetime | None, now: datetime | None = None) -> float | None:
@@ -123,8 +176,18 @@ def track_consumers(consumers: list) -> None:
 
 
 async def poll_jetstream(bus, consumers: list, stopping: asyncio.Event, interval: float) -> None:
-    """Queue depth and lag of this service's consumers from JetStream consumer info."""
+    """Queue depth and lag of this service's consumers from JetStream consumer info, and the
+    dead letters waiting for each of them (the DLQ stream's message count per subject)."""
     while not stopping.is_set():
+        if consumers:
+            try:
+                state = (await bus.js.stream_info("DLQ", subjects_filter="dlq.>")).state
+            except Exception:  # noqa: BLE001 - broker away: keep the last values
+                state = None
+            if state is not None:
+                waiting = state.subjects or {}
+                for c in consumers:
+                    DEAD_LETTERS.labels(c.durable).set(waiting.get(f"dlq.{c.durable}", 0))
         for c in consumers:
             try:
                 info = await bus.js.consumer_info(c.stream, c.durable)
@@ -137,6 +200,43 @@ async def poll_jetstream(bus, consumers: list, stopping: asyncio.Event, interval
             await asyncio.wait_for(stopping.wait(), interval)
         except TimeoutError:
             pass
+
+
+# ---- circuit breakers (purgatory) ----
+
+class _BreakerCollector(Collector):
+    """``crossdock_circuit_breaker_open``: 1 while a downstream's breaker is open and
+    failing calls fast (opened less than its ttl ago), else 0 (closed, or half-open:
+    the next call is let through as a trial)."""
+
+    def __init__(self) -> None:
+        self.breakers: dict[str, dict] = {}
+
+    def listen(self, name: str, event_type: str, event) -> None:
+        """A purgatory hook (``AsyncCircuitBreakerFactory.add_listener``)."""
+        b = self.breakers.setdefault(name, {"state": "closed", "opened_at": None, "ttl": 0.0})
+        if event_type == "circuit_breaker_created":
+            b["ttl"] = float(event.ttl)
+        elif event_type == "state_changed":
+            if event.state == "opened" and b["state"] != "opened":
+                BREAKER_OPENED.labels(name).inc()
+            b["state"], b["opened_at"] = event.state, event.opened_at
+
+    def collect(self) -> Iterable:
+        family = GaugeMetricFamily(
+            "crossdock_circuit_breaker_open",
+            "1 while the circuit breaker of a downstream service is open (calls fail fast)",
+            labels=["downstream"])
+        now = time.time()
+        for name, b in sorted(self.breakers.items()):
+            is_open = b["state"] == "opened" and (b["opened_at"] or 0) + b["ttl"] > now
+            family.add_metric([name], 1 if is_open else 0)
+        yield family
+
+
+_breakers = _BreakerCollector()
+REGISTRY.register(_breakers)
+breaker_listener = _breakers.listen
 
 
 # ---- gRPC server latency ----

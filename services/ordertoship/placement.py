@@ -9,7 +9,8 @@ so). The choice is advisory either way: WMS allocates under row locks and a
 warehouse that turns out short backorders by the order's shortage policy.
 
 The rule: the warehouse that covers the most lines, then the most units;
-ties by id. A requested warehouse must exist.
+ties by id. A requested warehouse must exist: one WMS has not reported yet is
+waited for (within the call's deadline), never assumed.
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ class Placement:
         try:
             return await asyncio.wait_for(asyncio.shield(lookup), self.budget), ""
         except TimeoutError:
+            if req.warehouse_id and req.warehouse_id not in self._warehouses:
+                # A warehouse WMS never reported is checked, not assumed: its answer
+                # decides (NOT_FOUND when it does not exist), within the call's deadline.
+                return await lookup, ""
             # Let it finish: its answer refreshes what we know for the next orders.
             self._background.add(lookup)
             lookup.add_done_callback(self._done)

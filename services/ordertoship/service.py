@@ -8,13 +8,13 @@ in one transaction. Everything after that is driven by events (``advance``).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
 import grpc
 from google.protobuf.message import Message
+from google.rpc import error_details_pb2
 from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,6 +32,13 @@ from services.mesh.errors import (
     NotFound,
 )
 from services.mesh.paging import keyset_page
+from services.mesh.process import (
+    ConcurrentUpdate,
+    Entry,
+    Instances,
+    proto_numbers,
+    request_fingerprint,
+)
 from services.mesh.store import Store, Tx, utcnow
 
 from . import workflow
@@ -46,13 +53,47 @@ from .store import (
     orders,
     timeline,
 )
+from .workflow import (
+    Action,
+    ExceptionKind,
+    ExceptionPolicy,
+    ExceptionStatus,
+    OrderStatus,
+    ShortagePolicy,
+)
 
 MAX_LINES = 200
 MAX_QUANTITY = 1_000_000
 
+# The contract's number of each name of the workflow (a name it lacks fails at import).
+STATUS = proto_numbers(OrderStatus, pb.OrderStatus, "ORDER_STATUS_")
+SHORTAGE_POLICY = proto_numbers(ShortagePolicy, pb.ShortagePolicy, "SHORTAGE_POLICY_")
+EXCEPTION_POLICY = proto_numbers(ExceptionPolicy, pb.ExceptionPolicy, "EXCEPTION_POLICY_")
+EXCEPTION_KIND = proto_numbers(ExceptionKind, pb.ExceptionKind, "EXCEPTION_KIND_")
+EXCEPTION_STATUS = proto_numbers(ExceptionStatus, pb.ExceptionStatus, "EXCEPTION_STATUS_")
+ACTION = proto_numbers(Action, pb.ResolutionAction, "RESOLUTION_ACTION_")
 
-class ConcurrentUpdate(Exception):
-    """Another process changed the order between our read and write: retry."""
+
+def _status_changed(order_id: str, from_status: str, to_status: str, reason: str) -> tuple[str, Message]:
+    return "ordertoship.order.status_changed", events.OrderStatusChanged(
+        order_id=order_id, from_status=STATUS[from_status], to_status=STATUS[to_status], reason=reason)
+
+
+# Orders, their request ids, their timeline and their versioned changes of state.
+ORDERS = Instances("order", orders, timeline, "order_id", _status_changed)
+
+
+class ItemsNotFound(NotFound):
+    """SKUs ERP does not know: NOT_FOUND with a ResourceInfo naming each."""
+
+    def __init__(self, skus: list[str]) -> None:
+        super().__init__("item", skus[0], f"unknown SKU(s): {', '.join(skus)}")
+        self.skus = skus
+
+    def details(self) -> list:
+        error_info, _first_sku = super().details()
+        return [error_info, *(error_details_pb2.ResourceInfo(resource_type="item", resource_name=s)
+                              for s in self.skus)]
 
 
 # ---- validation of a submission (shape only; existence is checked by lookups) ----
@@ -87,16 +128,9 @@ def validate_submission(req: pb.SubmitOrderRequest) -> None:
         raise InvalidArgument(v)
 
 
-def request_fingerprint(req: pb.SubmitOrderRequest) -> str:
-    body = pb.SubmitOrderRequest()
-    body.CopyFrom(req)
-    body.request_id = ""
-    return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
-
-
-def policy_name(value: int, default: str) -> str:
+def policy_name(value: int, default: str) -> ShortagePolicy:
     name = pb.ShortagePolicy.Name(value).removeprefix("SHORTAGE_POLICY_")
-    return default if name == "UNSPECIFIED" else name
+    return ShortagePolicy(default if name == "UNSPECIFIED" else name)
 
 
 # ---- conversions ----
@@ -114,17 +148,17 @@ def _text(pairs) -> str:
 
 
 def _policy_pb(name: str) -> int:
-    return pb.ExceptionPolicy.Value(f"EXCEPTION_POLICY_{name}") if name else 0
+    return EXCEPTION_POLICY[name] if name else 0
 
 
 def exception_pb(r) -> pb.OrderException:
     e = pb.OrderException(
         exception_id=r.exception_id, order_id=r.order_id, customer_id=r.customer_id,
-        kind=pb.ExceptionKind.Value(f"EXCEPTION_KIND_{r.kind}"),
-        status=pb.ExceptionStatus.Value(f"EXCEPTION_STATUS_{r.status}"),
+        kind=EXCEPTION_KIND.get(r.kind, pb.EXCEPTION_KIND_UNSPECIFIED),  # as WMS reported it
+        status=EXCEPTION_STATUS[r.status],
         lines=[SkuQuantity(sku=sku, quantity=qty) for sku, qty in _pairs(r.lines)],
         detail=r.detail, wave=r.wave, policy=_policy_pb(r.policy),
-        action=pb.ResolutionAction.Value(f"RESOLUTION_ACTION_{r.action}") if r.action else 0,
+        action=ACTION[r.action] if r.action else 0,
         resolved_by=r.resolved_by, note=r.note)
     e.raise_time.FromDatetime(r.raised_at)
     if r.resolved_at is not None:
@@ -143,9 +177,9 @@ def order_pb(row, lines=(), entries=(), shipments=()) -> pb.Order:
         warehouse_id=row.warehouse_id,
         ship_to=Address(name=row.ship_to_name, line1=row.ship_to_line1, city=row.ship_to_city,
                         postal_code=row.ship_to_postal_code, country_code=row.ship_to_country_code),
-        shortage_policy=pb.ShortagePolicy.Value(f"SHORTAGE_POLICY_{row.shortage_policy}"),
+        shortage_policy=SHORTAGE_POLICY[row.shortage_policy],
         service_level=row.service_level,
-        status=pb.OrderStatus.Value(f"ORDER_STATUS_{row.status}"),
+        status=STATUS[row.status],
         status_reason=row.status_reason,
         total=Money(currency_code=row.currency_code, amount_minor=row.total_minor),
         shipment_id=row.shipment_id, carrier_id=row.carrier_id,
@@ -164,21 +198,21 @@ def order_pb(row, lines=(), entries=(), shipments=()) -> pb.Order:
     o.update_time.FromDatetime(row.updated_at)
     for e in entries:
         t = o.timeline.add(source=e.source, step=e.step, detail=e.detail, trace_id=e.trace_id,
-                           status=pb.OrderStatus.Value(f"ORDER_STATUS_{e.status}"))
+                           status=STATUS[e.status])
         t.time.FromDatetime(e.at)
     return o
 
 
 def workflow_order(row, lines, shipments=()) -> workflow.Order:
     return workflow.Order(
-        order_id=row.order_id, customer_id=row.customer_id, status=row.status,
+        order_id=row.order_id, customer_id=row.customer_id, status=OrderStatus(row.status),
         warehouse_id=row.warehouse_id,
         lines=[workflow.Line(ln.line_number, ln.sku, ln.quantity, ln.unit_price_minor) for ln in lines],
         ship_to=Address(name=row.ship_to_name, line1=row.ship_to_line1, city=row.ship_to_city,
                         postal_code=row.ship_to_postal_code, country_code=row.ship_to_country_code),
-        shortage_policy=row.shortage_policy, service_level=row.service_level,
-        currency_code=row.currency_code, total_minor=row.total_minor,
-        wave=row.wave, exception_policy=row.exception_policy, held_from=row.held_from,
+        shortage_policy=ShortagePolicy(row.shortage_policy), service_level=row.service_level,
+        currency_code=row.currency_code, total_minor=row.total_minor, wave=row.wave,
+        exception_policy=ExceptionPolicy(row.exception_policy), held_from=row.held_from,
         package_weight_grams=row.package_weight_grams,
         shipments={sh.shipment_id: sh.invoice_id for sh in shipments},
     )
@@ -206,8 +240,7 @@ async def get_order(store: Store, order_id: str) -> pb.Order:
         row, lines = await _load(conn, order_id)
         if row is None:
             raise NotFound("order", order_id)
-        entries = (await conn.execute(
-            select(timeline).where(timeline.c.order_id == order_id).order_by(timeline.c.id))).all()
+        entries = await ORDERS.timeline_of(conn, order_id)
         shipments = await _shipments(conn, order_id)
     return order_pb(row, lines, entries, shipments)
 
@@ -232,7 +265,7 @@ class Priced:
     ship_to: Address
     warehouse_id: str
     # Timeline entries about the submission itself (what is waiting, and why).
-    notes: list[workflow.Entry]
+    notes: list[Entry]
 
 
 def _transient(exc: Exception) -> bool:
@@ -276,7 +309,7 @@ async def _price_and_place(store: Store, clients: Clients, placement: Placement,
     items_by_sku = await _items(store, clients, skus)
     missing = [s for s in skus if s not in items_by_sku]
     if missing:
-        raise NotFound("item", missing[0], f"unknown SKU(s): {', '.join(missing)}")
+        raise ItemsNotFound(missing)
     for i, ln in enumerate(req.lines):
         item = items_by_sku[ln.sku]
         if not item.active:
@@ -302,19 +335,19 @@ async def _price_and_place(store: Store, clients: Clients, placement: Placement,
                 customer_id=req.customer_id, amount=Money(currency_code=customer.currency_code,
                                                           amount_minor=total)))
             if not credit.approved:
-                notes.append(workflow.Entry("erp", "credit.precheck", f"likely refused: {credit.reason}"))
+                notes.append(Entry("erp", "credit.precheck", f"likely refused: {credit.reason}"))
         except Exception as exc:  # noqa: BLE001
             if not _transient(exc):
                 raise
-            notes.append(workflow.Entry("ordertoship", "waiting.erp",
-                                        "ERP is unavailable: the sales order is queued durably and is "
-                                        "created, credit-checked and released when ERP is back"))
+            notes.append(Entry("ordertoship", "waiting.erp",
+                               "ERP is unavailable: the sales order is queued durably and is "
+                               "created, credit-checked and released when ERP is back"))
 
     async def place() -> str:
         try:
             warehouse, note = await placement.choose(req)
             if note:
-                notes.append(workflow.Entry("ordertoship", "waiting.wms", note))
+                notes.append(Entry("ordertoship", "waiting.wms", note))
             return warehouse
         except Exception as exc:  # noqa: BLE001
             if not _transient(exc):
@@ -322,9 +355,9 @@ async def _price_and_place(store: Store, clients: Clients, placement: Placement,
             warehouse = req.warehouse_id or await _last_warehouse(store)
             if not warehouse:
                 raise DownstreamUnavailable("wms") from None
-            notes.append(workflow.Entry("ordertoship", "waiting.wms",
-                                        f"WMS is unavailable: warehouse {warehouse} chosen without an "
-                                        "availability check"))
+            notes.append(Entry("ordertoship", "waiting.wms",
+                               f"WMS is unavailable: warehouse {warehouse} chosen without an "
+                               "availability check"))
             return warehouse
 
     # The two lookups at once: intake waits for the slower, not for both in a row.
@@ -363,8 +396,9 @@ async def exception_policy_for(conn: AsyncConnection, customer_id: str, channel:
             or rows.get(("default", "")) or default)
 
 
-async def submit_order(store: Store, clients: Clients, placement: Placement, req: pb.SubmitOrderRequest, *,
-                       default_policy: str, default_exception_policy: str = "SHIP_PARTIAL") -> pb.Order:
+async def submit_order(store: Store, clients: Clients, placement: Placement,
+                       req: pb.SubmitOrderRequest, *, default_policy: str,
+                       default_exception_policy: str = ExceptionPolicy.SHIP_PARTIAL) -> pb.Order:
     validate_submission(req)
     request_id = req.request_id or str(uuid.uuid4())
     fingerprint = request_fingerprint(req)
@@ -374,7 +408,7 @@ async def submit_order(store: Store, clients: Clients, placement: Placement, req
     now = utcnow()
     order = workflow.Order(
         order_id=f"ORD-{uuid.uuid4().hex[:12].upper()}", customer_id=req.customer_id,
-        status="RECEIVED", warehouse_id=priced.warehouse_id, lines=priced.lines,
+        status=OrderStatus.RECEIVED, warehouse_id=priced.warehouse_id, lines=priced.lines,
         ship_to=priced.ship_to, shortage_policy=policy_name(req.shortage_policy, default_policy),
         service_level=req.service_level, currency_code=priced.currency_code,
         total_minor=sum(ln.quantity * ln.unit_price_minor for ln in priced.lines),
@@ -393,20 +427,20 @@ async def submit_order(store: Store, clients: Clients, placement: Placement, req
                 ship_to_country_code=order.ship_to.country_code,
                 shortage_policy=order.shortage_policy, service_level=order.service_level,
                 currency_code=order.currency_code, total_minor=order.total_minor,
-                status="RECEIVED", status_reason="", trace_id=trace_id, version=1,
+                status=order.status, status_reason="", trace_id=trace_id, version=1,
                 created_at=now, updated_at=now, channel=req.channel[:64],
                 exception_policy=exception_policy,
             ))
             await tx.conn.execute(insert(order_lines), [
                 dict(order_id=order.order_id, line_number=ln.line_number, sku=ln.sku,
                      quantity=ln.quantity, unit_price_minor=ln.unit_price_minor) for ln in order.lines])
-            await _append(tx, order.order_id, "RECEIVED", workflow.Entry(
+            await ORDERS.append(tx, order.order_id, order.status, Entry(
                 "ordertoship", "received",
                 f"{len(order.lines)} line(s), {order.total_minor / 100:.2f} {order.currency_code}, "
                 f"warehouse {order.warehouse_id}, shortage policy {order.shortage_policy}, "
                 f"exception policy {exception_policy}"))
             for note in priced.notes:
-                await _append(tx, order.order_id, "RECEIVED", note)
+                await ORDERS.append(tx, order.order_id, order.status, note)
             row, lines = await _load(tx.conn, order.order_id)
             created = order_pb(row, lines)
             await tx.emit("ordertoship.order.created", events.OrderCreated(order=created),
@@ -423,50 +457,19 @@ async def submit_order(store: Store, clients: Clients, placement: Placement, req
 
 async def _by_request_id(store: Store, request_id: str, fingerprint: str) -> pb.Order | None:
     async with store.read() as conn:
-        row = (await conn.execute(
-            select(orders.c.order_id, orders.c.request_hash).where(orders.c.request_id == request_id)
-        )).first()
-    if row is None:
-        return None
-    if row.request_hash != fingerprint:
-        raise FailedPrecondition(
-            f"request_id {request_id!r} was already used for a different order ({row.order_id})",
-            reason="REQUEST_ID_REUSED", subject="request_id")
-    return await get_order(store, row.order_id)
+        order_id = await ORDERS.by_request_id(conn, request_id, fingerprint)
+    return await get_order(store, order_id) if order_id else None
 
 
 # ---- changes of state ----
 
-async def _append(tx: Tx, order_id: str, status: str, entry: workflow.Entry) -> None:
-    await tx.conn.execute(insert(timeline).values(
-        order_id=order_id, at=utcnow(), source=entry.source, step=entry.step, status=status,
-        detail=entry.detail, trace_id=telemetry.current_trace_id()))
-
-
-async def _apply(tx: Tx, row, order: workflow.Order, decision: workflow.Decision, *,
+async def _apply(tx: Tx, row, decision: workflow.Decision, *,
                  subject: str = "", event_time: datetime | None = None) -> None:
-    status = decision.status or row.status
-    values: dict = {"version": row.version + 1, "updated_at": utcnow(), **decision.updates}
-    if decision.status:
-        values["status"] = decision.status
-    if decision.reason is not None:
-        values["status_reason"] = decision.reason
-    result = await tx.conn.execute(
-        update(orders).where(orders.c.order_id == row.order_id, orders.c.version == row.version)
-        .values(**values))
-    if result.rowcount != 1:
-        raise ConcurrentUpdate(row.order_id)
-    for entry in decision.entries:
-        await _append(tx, row.order_id, status, entry)
+    """The decision about the order ``row`` was read from: its state, timeline and commands
+    (the toolkit's versioned apply), then what only an order records."""
+    await ORDERS.apply(tx, row, decision)
     await _record(tx, row, decision)
-    for subject, command in decision.commands:
-        await tx.emit(subject, command, key=row.order_id)
     if decision.status and decision.status != row.status:
-        await tx.emit("ordertoship.order.status_changed", events.OrderStatusChanged(
-            order_id=row.order_id,
-            from_status=pb.OrderStatus.Value(f"ORDER_STATUS_{row.status}"),
-            to_status=pb.OrderStatus.Value(f"ORDER_STATUS_{decision.status}"),
-            reason=decision.reason or ""), key=row.order_id)
         _observe(row, decision.status, subject, event_time)
 
 
@@ -478,12 +481,13 @@ async def _record(tx: Tx, row, decision: workflow.Decision) -> None:
             exception_id=f"EXC-{uuid.uuid4().hex[:10].upper()}", order_id=row.order_id,
             customer_id=row.customer_id, kind=r.kind, status=r.status, lines=_text(r.lines),
             detail=r.detail, wave=r.wave, policy=r.policy, action=r.action, resolved_by=r.resolved_by,
-            raised_at=now, resolved_at=now if r.status == "RESOLVED" else None))
+            raised_at=now, resolved_at=now if r.status == ExceptionStatus.RESOLVED else None))
         metrics.business_exception(r.kind.lower())
     if (res := decision.resolution) is not None:
         result = await tx.conn.execute(update(exceptions).where(
-            exceptions.c.exception_id == res.exception_id, exceptions.c.status == "OPEN").values(
-            status="RESOLVED", action=res.action, resolved_by=res.resolved_by, note=res.note, resolved_at=now))
+            exceptions.c.exception_id == res.exception_id, exceptions.c.status == ExceptionStatus.OPEN)
+            .values(status=ExceptionStatus.RESOLVED, action=res.action, resolved_by=res.resolved_by,
+                    note=res.note, resolved_at=now))
         if result.rowcount != 1:
             raise ConcurrentUpdate(row.order_id)
     for sh in decision.shipments:
@@ -502,7 +506,8 @@ async def _record(tx: Tx, row, decision: workflow.Decision) -> None:
 
 # Business exceptions, by the fact that causes them (warehouse exceptions and
 # carrier failures are counted where they are recorded, by kind: _record).
-EXCEPTIONS = {"erp.salesorder.rejected": "credit_rejected", "wms.fulfilment.backordered": "shortage_backordered",
+EXCEPTIONS = {"erp.salesorder.rejected": "credit_rejected",
+              "wms.fulfilment.backordered": "shortage_backordered",
               "wms.fulfilment.rejected": "shortage_cancelled"}
 
 
@@ -510,16 +515,16 @@ def _observe(row, status: str, subject: str, event_time: datetime | None) -> Non
     """The business timings and exceptions of one change of status (Prometheus)."""
     if kind := EXCEPTIONS.get(subject):
         metrics.business_exception(kind)
-    if status in ("INVOICED", "REJECTED", "CANCELLED"):
+    if status in workflow.TERMINAL:
         metrics.order_finished(status)
-    if status == "RELEASED":
+    if status == OrderStatus.RELEASED:
         metrics.observe_business("order_release_delay", metrics.seconds_since(row.created_at))
-    elif status == "SHIPPED" and event_time is not None:
+    elif status == OrderStatus.SHIPPED and event_time is not None:
         # The shipment confirmed in WMS (its event time) -> posted to ERP (now).
         metrics.observe_business("shipment_posting_lag", metrics.seconds_since(event_time))
-    elif status == "INVOICED":
+    elif status == OrderStatus.INVOICED:
         metrics.observe_business("order_completion", metrics.seconds_since(row.created_at))
-        if row.status == "SHIPPED" and event_time is not None:
+        if row.status == OrderStatus.SHIPPED and event_time is not None:
             # Posted to ERP (the SHIPPED change, last update) -> invoiced by ERP (its event time).
             metrics.observe_business("invoice_timing", metrics.seconds_since(row.updated_at, event_time))
 
@@ -533,7 +538,7 @@ async def advance(tx: Tx, subject: str, body: Message, *, event_time: datetime |
     order = workflow_order(row, lines, await _shipments(tx.conn, order_id))
     decision = workflow.react(order, subject, body)
     if decision.changes_anything:
-        await _apply(tx, row, order, decision, subject=subject, event_time=event_time)
+        await _apply(tx, row, decision, subject=subject, event_time=event_time)
     return True
 
 
@@ -548,19 +553,18 @@ async def cancel_order(store: Store, order_id: str, reason: str) -> pb.Order:
         except workflow.NotCancellable as exc:
             raise FailedPrecondition(str(exc), reason="ORDER_NOT_CANCELLABLE", subject=order_id) from None
         if decision.changes_anything:
-            await _apply(tx, row, order, decision)
+            await _apply(tx, row, decision)
             # An open exception is settled by the cancellation.
             await tx.conn.execute(update(exceptions).where(
-                exceptions.c.order_id == order_id, exceptions.c.status == "OPEN").values(
-                status="RESOLVED", action="CANCEL_ORDER", resolved_by="cancel request",
+                exceptions.c.order_id == order_id, exceptions.c.status == ExceptionStatus.OPEN).values(
+                status=ExceptionStatus.RESOLVED, action=Action.CANCEL_ORDER, resolved_by="cancel request",
                 note=reason or "", resolved_at=utcnow()))
     return await get_order(store, order_id)
 
 
 # ---- the exception work list ----
 
-ACTIONS = {pb.ResolutionAction.Value(f"RESOLUTION_ACTION_{a}"): a
-           for a in ("SHIP_PARTIAL", "CANCEL_LINES", "CANCEL_ORDER", "RETRY", "REASSIGN_CARRIER")}
+ACTIONS = {number: action for action, number in ACTION.items()}
 
 
 async def _exception_row(conn: AsyncConnection, exception_id: str):
@@ -573,7 +577,8 @@ async def _exception_row(conn: AsyncConnection, exception_id: str):
 async def list_exceptions(store: Store, req: pb.ListExceptionsRequest) -> pb.ListExceptionsResponse:
     q = select(exceptions)
     if req.status:
-        q = q.where(exceptions.c.status == pb.ExceptionStatus.Name(req.status).removeprefix("EXCEPTION_STATUS_"))
+        q = q.where(exceptions.c.status
+                    == pb.ExceptionStatus.Name(req.status).removeprefix("EXCEPTION_STATUS_"))
     if req.order_id:
         q = q.where(exceptions.c.order_id == req.order_id)
     async with store.read() as conn:
@@ -589,7 +594,8 @@ async def get_exception(store: Store, exception_id: str) -> tuple[pb.OrderExcept
     return exception_pb(row), await get_order(store, row.order_id)
 
 
-async def resolve_exception(store: Store, req: pb.ResolveExceptionRequest) -> tuple[pb.OrderException, pb.Order]:
+async def resolve_exception(store: Store, req: pb.ResolveExceptionRequest
+                            ) -> tuple[pb.OrderException, pb.Order]:
     """A person's decision: recorded on the exception and in the order's timeline, then the order resumes."""
     problems = [(f, "required") for f in ("exception_id", "resolved_by") if not getattr(req, f)]
     if req.action not in ACTIONS:
@@ -599,12 +605,12 @@ async def resolve_exception(store: Store, req: pb.ResolveExceptionRequest) -> tu
     action = ACTIONS[req.action]
     async with store.transaction() as tx:
         exc = await _exception_row(tx.conn, req.exception_id)
-        if exc.status != "OPEN":
+        if exc.status != ExceptionStatus.OPEN:
             raise FailedPrecondition(f"exception {exc.exception_id} is already resolved "
                                      f"({exc.action} by {exc.resolved_by})", reason="EXCEPTION_RESOLVED",
                                      subject=exc.exception_id)
         row, lines = await _load(tx.conn, exc.order_id, lock=True)
-        if row.status in workflow.TERMINAL or row.status == "CANCELLING":
+        if row.status in workflow.TERMINAL or row.status == OrderStatus.CANCELLING:
             raise FailedPrecondition(f"order {row.order_id} is {row.status}", reason="ORDER_FINISHED",
                                      subject=row.order_id)
         order = workflow_order(row, lines, await _shipments(tx.conn, exc.order_id))
@@ -614,11 +620,11 @@ async def resolve_exception(store: Store, req: pb.ResolveExceptionRequest) -> tu
                 action, req.resolved_by, carrier_id=req.carrier_id, note=req.note)
         except workflow.InvalidAction as err:
             raise InvalidArgument([("action", str(err))]) from None
-        await _apply(tx, row, order, decision)
+        await _apply(tx, row, decision)
     return await get_exception(store, req.exception_id)
 
 
-POLICIES = {pb.ExceptionPolicy.Value(f"EXCEPTION_POLICY_{p}"): p for p in workflow.EXCEPTION_POLICIES}
+POLICIES = {number: policy for policy, number in EXCEPTION_POLICY.items()}
 
 
 async def set_exception_policy(store: Store, req: pb.SetExceptionPolicyRequest) -> pb.ExceptionPolicyRule:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, DateTime, Integer, MetaData, String, Table, Text
 
+from services.mesh.process import timeline_table
 from services.mesh.store import BigId, runtime_tables
 
 metadata = MetaData()
@@ -39,7 +40,8 @@ orders = Table(
     Column("version", Integer, nullable=False, default=1),
     # The submitting channel, and the exception policy fixed at submission.
     Column("channel", String(64), nullable=False, default="", server_default=""),
-    Column("exception_policy", String(20), nullable=False, default="SHIP_PARTIAL", server_default="SHIP_PARTIAL"),
+    Column("exception_policy", String(20), nullable=False, default="SHIP_PARTIAL",
+           server_default="SHIP_PARTIAL"),
     # The shipment (wave) the warehouse works on; the status an ON_HOLD order returns to.
     Column("wave", Integer, nullable=False, default=1, server_default="1"),
     Column("held_from", String(20), nullable=False, default="", server_default=""),
@@ -111,18 +113,7 @@ exception_policies = Table(
 )
 
 # The audit log: one row per step of an order, never updated or deleted.
-timeline = Table(
-    "timeline",
-    metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("order_id", String(64), nullable=False, index=True),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("source", String(20), nullable=False),
-    Column("step", String(64), nullable=False),
-    Column("status", String(20), nullable=False),
-    Column("detail", Text, nullable=False, default=""),
-    Column("trace_id", String(32), nullable=False, default=""),
-)
+timeline = timeline_table(metadata, "order_id")
 
 # Replica of ERP master data (erp.customer.upserted / erp.item.upserted), so
 # that orders are taken while ERP is down.

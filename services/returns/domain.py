@@ -13,12 +13,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from .workflow import ReturnStatus
+
 # ---- returnable quantities ----
 
 # Returns that hold nothing any more (nothing came back, nothing is expected).
-RELEASED = {"CANCELLED", "EXPIRED"}
+RELEASED = {ReturnStatus.CANCELLED, ReturnStatus.EXPIRED}
 # Finished returns hold what physically came back (accepted or refused).
-FINISHED = {"CREDITED", "PARTIALLY_CREDITED", "REFUSED"}
+FINISHED = {ReturnStatus.CREDITED, ReturnStatus.PARTIALLY_CREDITED, ReturnStatus.REFUSED}
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from sqlalchemy import insert, select
 from crossdock.erp.v1 import erp_pb2
 from crossdock.reconciliation.v1 import reconciliation_pb2 as pb
 from crossdock.wms.v1 import wms_pb2
+from services.mesh import metrics
 from services.mesh.app import Clients
 from services.mesh.paging import keyset_page
 from services.mesh.store import Store, utcnow
@@ -83,8 +84,9 @@ async def _wms_positions(clients: Clients, warehouse_id: str) -> set[tuple[str, 
 async def _as_of(clients: Clients, keys: list, ledger: dict) -> dict:
     out = {}
     for chunk in _chunks(keys, PAGE):
-        refs = [wms_pb2.StockPositionRef(warehouse_id=wh, sku=sku,
-                                         sequence=ledger[(wh, sku)].last_sequence if (wh, sku) in ledger else 0)
+        refs = [wms_pb2.StockPositionRef(
+                    warehouse_id=wh, sku=sku,
+                    sequence=ledger[(wh, sku)].last_sequence if (wh, sku) in ledger else 0)
                 for wh, sku in chunk]
         resp = await clients.wms.GetInventoryAsOf(wms_pb2.GetInventoryAsOfRequest(positions=refs))
         for a in resp.positions:
@@ -155,6 +157,8 @@ async def reconcile(store: Store, clients: Clients, *, repair: bool, warehouse_i
                 repaired=(d.warehouse_id, d.sku) in repaired, detail=d.detail) for d in drifts])
         row = (await tx.conn.execute(select(reconciliation_runs).where(
             reconciliation_runs.c.run_id == run_id))).one()
+    metrics.reconciliation_run(trigger=trigger, scope=warehouse_id, drifted=len(drifts),
+                               repaired=len(repaired))
     (log.warning if drifts else log.info)(
         "inventory.reconciled", run_id=run_id, trigger=trigger, positions=len(keys),
         in_flight=in_flight, drift=len(drifts), repaired=len(repaired),

@@ -9,7 +9,6 @@ the durable receive-window timer (``expire_due``).
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from datetime import timedelta
 
@@ -27,22 +26,33 @@ from services.mesh import telemetry
 from services.mesh.app import Clients
 from services.mesh.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.mesh.paging import keyset_page
+from services.mesh.process import Entry, Instances, proto_numbers, request_fingerprint
 from services.mesh.store import Store, Tx, insert_ignore, utcnow
 
 from . import domain, workflow
 from .store import order_locks, return_lines, returns, timeline
+from .workflow import ReturnReason, ReturnStatus
 
 MAX_LINES = 200
 MAX_WINDOW_S = 366 * 24 * 3600.0
 RETURNABLE_ORDER_STATUSES = {ots.ORDER_STATUS_SHIPPED, ots.ORDER_STATUS_INVOICED}
 
+# The contract's number of each name of the workflow (a name it lacks fails at import).
+STATUS = proto_numbers(ReturnStatus, pb.ReturnStatus, "RETURN_STATUS_")
+REASON = proto_numbers(ReturnReason, pb.ReturnReason, "RETURN_REASON_")
 
-class ConcurrentUpdate(Exception):
-    """Another process changed the return between our read and write: retry."""
+
+def _status_changed(return_id: str, from_status: str, to_status: str, reason: str) -> tuple[str, Message]:
+    return "returns.return.status_changed", events.ReturnStatusChanged(
+        return_id=return_id, from_status=STATUS[from_status], to_status=STATUS[to_status], reason=reason)
 
 
-def reason_name(value: int) -> str:
-    return pb.ReturnReason.Name(value).removeprefix("RETURN_REASON_")
+# Returns, their request ids, their timeline and their versioned changes of state.
+RETURNS = Instances("return", returns, timeline, "return_id", _status_changed)
+
+
+def reason_name(value: int) -> ReturnReason:
+    return ReturnReason(pb.ReturnReason.Name(value).removeprefix("RETURN_REASON_"))
 
 
 # ---- validation of a request (shape only; the order is checked by a lookup) ----
@@ -69,7 +79,8 @@ def validate_request(req: pb.CreateReturnRequest) -> None:
         for f in ("unit_price", "credit"):
             if line.HasField(f):
                 v.append((f"lines[{i}].{f}", "set by the service"))
-        if line.received_quantity or line.restocked_quantity or line.scrapped_quantity or line.refused_quantity:
+        if (line.received_quantity or line.restocked_quantity or line.scrapped_quantity
+                or line.refused_quantity):
             v.append((f"lines[{i}]", "received and disposition quantities are set by the warehouse"))
     if req.HasField("receive_within"):
         seconds = req.receive_within.ToTimedelta().total_seconds()
@@ -79,18 +90,7 @@ def validate_request(req: pb.CreateReturnRequest) -> None:
         raise InvalidArgument(v)
 
 
-def request_fingerprint(req: pb.CreateReturnRequest) -> str:
-    body = pb.CreateReturnRequest()
-    body.CopyFrom(req)
-    body.request_id = ""
-    return hashlib.sha256(body.SerializeToString(deterministic=True)).hexdigest()
-
-
 # ---- conversions ----
-
-def _status(name: str) -> int:
-    return pb.ReturnStatus.Value(f"RETURN_STATUS_{name}")
-
 
 def return_pb(row, lines=(), entries=()) -> pb.CustomerReturn:
     def money(minor: int) -> Money:
@@ -98,13 +98,13 @@ def return_pb(row, lines=(), entries=()) -> pb.CustomerReturn:
 
     r = pb.CustomerReturn(
         return_id=row.return_id, request_id=row.request_id, order_id=row.order_id,
-        customer_id=row.customer_id, warehouse_id=row.warehouse_id, status=_status(row.status),
+        customer_id=row.customer_id, warehouse_id=row.warehouse_id, status=STATUS[row.status],
         status_reason=row.status_reason, rma_number=row.rma_number,
         expected_credit=money(row.expected_credit_minor), credited=money(row.credited_minor),
         credit_memo_id=row.credit_memo_id, trace_id=row.trace_id,
         lines=[pb.ReturnLine(
             line_number=x.line_number, sku=x.sku, quantity=x.quantity,
-            reason=pb.ReturnReason.Value(f"RETURN_REASON_{x.reason}"), note=x.note,
+            reason=REASON[x.reason], note=x.note,
             unit_price=money(x.unit_price_minor), received_quantity=x.received_quantity,
             restocked_quantity=x.restocked_quantity, scrapped_quantity=x.scrapped_quantity,
             refused_quantity=x.refused_quantity, credit=money(x.credit_minor)) for x in lines],
@@ -115,7 +115,7 @@ def return_pb(row, lines=(), entries=()) -> pb.CustomerReturn:
     r.update_time.FromDatetime(row.updated_at)
     for e in entries:
         t = r.timeline.add(source=e.source, step=e.step, detail=e.detail, trace_id=e.trace_id,
-                           status=_status(e.status))
+                           status=STATUS[e.status])
         t.time.FromDatetime(e.at)
     return r
 
@@ -123,11 +123,11 @@ def return_pb(row, lines=(), entries=()) -> pb.CustomerReturn:
 def workflow_return(row, lines) -> workflow.Return:
     return workflow.Return(
         return_id=row.return_id, order_id=row.order_id, customer_id=row.customer_id,
-        warehouse_id=row.warehouse_id, status=row.status, currency_code=row.currency_code,
+        warehouse_id=row.warehouse_id, status=ReturnStatus(row.status), currency_code=row.currency_code,
         rma_number=row.rma_number, receive_within_s=row.receive_within_s,
-        lines=[workflow.Line(x.line_number, x.sku, x.quantity, x.reason, x.note, x.unit_price_minor,
-                             x.received_quantity, x.restocked_quantity, x.scrapped_quantity,
-                             x.refused_quantity) for x in lines])
+        lines=[workflow.Line(x.line_number, x.sku, x.quantity, ReturnReason(x.reason), x.note,
+                             x.unit_price_minor, x.received_quantity, x.restocked_quantity,
+                             x.scrapped_quantity, x.refused_quantity) for x in lines])
 
 
 # ---- reads ----
@@ -147,8 +147,7 @@ async def get_return(store: Store, return_id: str) -> pb.CustomerReturn:
         row, lines = await _load(conn, return_id)
         if row is None:
             raise NotFound("return", return_id)
-        entries = (await conn.execute(select(timeline).where(timeline.c.return_id == return_id)
-                                      .order_by(timeline.c.id))).all()
+        entries = await RETURNS.timeline_of(conn, return_id)
     return return_pb(row, lines, entries)
 
 
@@ -227,8 +226,7 @@ async def create_return(store: Store, clients: Clients, req: pb.CreateReturnRequ
             await insert_ignore(tx.conn, order_locks, {"order_id": req.order_id})
             await tx.conn.execute(select(order_locks).where(
                 order_locks.c.order_id == req.order_id).with_for_update())
-            if (await tx.conn.execute(select(returns.c.return_id).where(
-                    returns.c.request_id == request_id))).first() is not None:
+            if await RETURNS.by_request_id(tx.conn, request_id, fingerprint):
                 # A concurrent duplicate of this request got here first.
                 raise _Duplicate
             matched = _resolve(order, req, await _held_by_others(tx.conn, req.order_id))
@@ -236,7 +234,7 @@ async def create_return(store: Store, clients: Clients, req: pb.CreateReturnRequ
                 return_id=return_id, request_id=request_id, request_hash=fingerprint,
                 order_id=order.order_id, customer_id=order.customer_id,
                 warehouse_id=order.warehouse_id, currency_code=order.total.currency_code,
-                status="REQUESTED", status_reason="", receive_within_s=window,
+                status=ReturnStatus.REQUESTED, status_reason="", receive_within_s=window,
                 # Also bounds how long authorisation may take.
                 expires_at=now + timedelta(seconds=window),
                 trace_id=telemetry.current_trace_id(), version=1, created_at=now, updated_at=now))
@@ -246,7 +244,7 @@ async def create_return(store: Store, clients: Clients, req: pb.CreateReturnRequ
                 for x, m in zip(req.lines, matched, strict=True)])
             row, lines = await _load(tx.conn, return_id)
             units = sum(x.quantity for x in lines)
-            await _append(tx, return_id, "REQUESTED", workflow.Entry(
+            await RETURNS.append(tx, return_id, ReturnStatus.REQUESTED, Entry(
                 "returns", "requested",
                 f"{len(lines)} line(s), {units} unit(s) of order {order.order_id}; reasons "
                 + ", ".join(sorted({x.reason for x in lines}))))
@@ -254,7 +252,7 @@ async def create_return(store: Store, clients: Clients, req: pb.CreateReturnRequ
                           events.ReturnCreated(customer_return=return_pb(row, lines)), key=return_id)
             subject, command = workflow.authorize(workflow_return(row, lines))
             await tx.emit(subject, command, key=return_id)
-            await _append(tx, return_id, "REQUESTED", workflow.Entry(
+            await RETURNS.append(tx, return_id, ReturnStatus.REQUESTED, Entry(
                 "returns", "authorization.requested", "RMA requested from ERP"))
     except (IntegrityError, _Duplicate):
         # The same request_id was sent concurrently and won the race.
@@ -270,54 +268,25 @@ class _Duplicate(Exception):
 
 async def _by_request_id(store: Store, request_id: str, fingerprint: str) -> pb.CustomerReturn | None:
     async with store.read() as conn:
-        row = (await conn.execute(select(returns.c.return_id, returns.c.request_hash)
-                                  .where(returns.c.request_id == request_id))).first()
-    if row is None:
-        return None
-    if row.request_hash != fingerprint:
-        raise FailedPrecondition(
-            f"request_id {request_id!r} was already used for a different return ({row.return_id})",
-            reason="REQUEST_ID_REUSED", subject="request_id")
-    return await get_return(store, row.return_id)
+        return_id = await RETURNS.by_request_id(conn, request_id, fingerprint)
+    return await get_return(store, return_id) if return_id else None
 
 
 # ---- changes of state ----
 
-async def _append(tx: Tx, return_id: str, status: str, entry: workflow.Entry) -> None:
-    await tx.conn.execute(insert(timeline).values(
-        return_id=return_id, at=utcnow(), source=entry.source, step=entry.step, status=status,
-        detail=entry.detail, trace_id=telemetry.current_trace_id()))
-
-
 async def _apply(tx: Tx, row, decision: workflow.Decision) -> None:
-    status = decision.status or row.status
-    now = utcnow()
-    values: dict = {"version": row.version + 1, "updated_at": now, **decision.updates}
-    if decision.status:
-        values["status"] = decision.status
-    if decision.reason is not None:
-        values["status_reason"] = decision.reason
+    """The decision about the return ``row`` was read from: its state, timer, timeline and
+    commands (the toolkit's versioned apply), then its lines."""
+    timer = {}
     if decision.restart_timer:
-        values["expires_at"] = now + timedelta(seconds=row.receive_within_s)
+        timer["expires_at"] = utcnow() + timedelta(seconds=row.receive_within_s)
     elif decision.clear_timer:
-        values["expires_at"] = None
-    result = await tx.conn.execute(
-        update(returns).where(returns.c.return_id == row.return_id, returns.c.version == row.version)
-        .values(**values))
-    if result.rowcount != 1:
-        raise ConcurrentUpdate(row.return_id)
+        timer["expires_at"] = None
+    await RETURNS.apply(tx, row, decision, **timer)
     for line_number, line_values in decision.lines.items():
         await tx.conn.execute(update(return_lines).where(
             return_lines.c.return_id == row.return_id, return_lines.c.line_number == line_number)
             .values(**line_values))
-    for entry in decision.entries:
-        await _append(tx, row.return_id, status, entry)
-    for subject, command in decision.commands:
-        await tx.emit(subject, command, key=row.return_id)
-    if decision.status and decision.status != row.status:
-        await tx.emit("returns.return.status_changed", events.ReturnStatusChanged(
-            return_id=row.return_id, from_status=_status(row.status),
-            to_status=_status(decision.status), reason=decision.reason or ""), key=row.return_id)
 
 
 async def advance(tx: Tx, subject: str, body: Message) -> bool:

@@ -18,6 +18,7 @@ from sqlalchemy import (
     Text,
 )
 
+from services.mesh.process import timeline_table
 from services.mesh.store import BigId, runtime_tables
 
 metadata = MetaData()
@@ -72,18 +73,7 @@ return_lines = Table(
 )
 
 # The audit log: one row per step of a return, never updated or deleted.
-timeline = Table(
-    "timeline",
-    metadata,
-    Column("id", BigId, primary_key=True, autoincrement=True),
-    Column("return_id", String(64), nullable=False, index=True),
-    Column("at", DateTime(timezone=True), nullable=False),
-    Column("source", String(20), nullable=False),
-    Column("step", String(64), nullable=False),
-    Column("status", String(20), nullable=False),
-    Column("detail", Text, nullable=False, default=""),
-    Column("trace_id", String(32), nullable=False, default=""),
-)
+timeline = timeline_table(metadata, "return_id")
 
 # One row per order with returns: locked while a return of that order is
 # created, so two concurrent requests cannot both claim the same quantity.

@@ -23,6 +23,7 @@ applies it in one transaction (state + timeline + outbox).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from google.protobuf.message import Message
 
@@ -31,15 +32,45 @@ from crossdock.erp.v1 import erp_pb2
 from crossdock.erp.v1 import messages_pb2 as erp
 from crossdock.wms.v1 import messages_pb2 as wms
 from crossdock.wms.v1 import wms_pb2
+from services.mesh import process
+from services.mesh.process import Entry, NotCancellable
 
-TERMINAL = {"CREDITED", "PARTIALLY_CREDITED", "REFUSED", "EXPIRED", "CANCELLED"}
+# The vocabulary of the workflow. A value is what the store holds and, prefixed
+# (RETURN_STATUS_…), the name in the contract; service.py checks each against
+# the contract at import.
+
+
+class ReturnStatus(StrEnum):
+    REQUESTED = "REQUESTED"
+    AUTHORIZED = "AUTHORIZED"
+    EXPECTED = "EXPECTED"
+    RECEIVED = "RECEIVED"
+    INSPECTED = "INSPECTED"
+    CREDITED = "CREDITED"
+    PARTIALLY_CREDITED = "PARTIALLY_CREDITED"
+    REFUSED = "REFUSED"
+    EXPIRING = "EXPIRING"
+    EXPIRED = "EXPIRED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+
+
+class ReturnReason(StrEnum):
+    """Why the customer sends it back."""
+
+    DAMAGED = "DAMAGED"
+    DEFECTIVE = "DEFECTIVE"
+    WRONG_ITEM = "WRONG_ITEM"
+    NOT_NEEDED = "NOT_NEEDED"
+    OTHER = "OTHER"
+
+
+TERMINAL = {ReturnStatus.CREDITED, ReturnStatus.PARTIALLY_CREDITED, ReturnStatus.REFUSED,
+            ReturnStatus.EXPIRED, ReturnStatus.CANCELLED}
 # The receive-window timer runs in these.
-TIMED = {"REQUESTED", "AUTHORIZED", "EXPECTED"}
-AT_DOCK_PENDING = {"AUTHORIZED", "EXPECTED", "EXPIRING", "CANCELLING"}
-
-
-class NotCancellable(Exception):
-    pass
+TIMED = {ReturnStatus.REQUESTED, ReturnStatus.AUTHORIZED, ReturnStatus.EXPECTED}
+AT_DOCK_PENDING = {ReturnStatus.AUTHORIZED, ReturnStatus.EXPECTED, ReturnStatus.EXPIRING,
+                   ReturnStatus.CANCELLING}
 
 
 @dataclass(frozen=True)
@@ -47,7 +78,7 @@ class Line:
     line_number: int
     sku: str
     quantity: int  # requested
-    reason: str  # DAMAGED, DEFECTIVE, WRONG_ITEM, NOT_NEEDED, OTHER
+    reason: ReturnReason
     note: str = ""
     unit_price_minor: int = 0
     received: int = 0
@@ -66,36 +97,26 @@ class Return:
     order_id: str
     customer_id: str
     warehouse_id: str
-    status: str
+    status: ReturnStatus
     currency_code: str
     lines: list[Line]
     rma_number: str = ""
     receive_within_s: float = 0.0
 
 
-@dataclass(frozen=True)
-class Entry:
-    source: str
-    step: str
-    detail: str = ""
-
-
 @dataclass
-class Decision:
-    status: str | None = None  # None: unchanged
-    reason: str | None = None
-    entries: list[Entry] = field(default_factory=list)
-    updates: dict[str, object] = field(default_factory=dict)
+class Decision(process.Decision):
+    """The shared part (status, reason, timeline entries, updates, commands), and what
+    only a return records: its lines, and what happens to its receive-window timer."""
+
     # line_number -> column values
     lines: dict[int, dict[str, int]] = field(default_factory=dict)
-    commands: list[tuple[str, Message]] = field(default_factory=list)
     restart_timer: bool = False
     clear_timer: bool = False
 
     @property
     def changes_anything(self) -> bool:
-        return bool(self.status or self.entries or self.updates or self.lines or self.commands
-                    or self.restart_timer or self.clear_timer)
+        return super().changes_anything or bool(self.lines or self.restart_timer or self.clear_timer)
 
 
 def _money(r: Return, minor: int) -> str:
@@ -147,55 +168,55 @@ def react(r: Return, subject: str, body: Message) -> Decision:
     s = r.status
     d = Decision()
     match subject:
-        case "erp.return.authorized" if s == "REQUESTED":
+        case "erp.return.authorized" if s == ReturnStatus.REQUESTED:
             a = body.authorization
             prices = {x.line_number: x.unit_price.amount_minor for x in a.lines}
-            d.status = "AUTHORIZED"
+            d.status = ReturnStatus.AUTHORIZED
             d.updates.update(rma_number=a.rma_number, expected_credit_minor=a.expected_credit.amount_minor)
             d.lines = {n: {"unit_price_minor": p} for n, p in prices.items()}
             d.restart_timer = True
-            d.entries += [Entry("erp", "rma.authorized",
-                                f"{a.rma_number}, expected credit {_money(r, a.expected_credit.amount_minor)}"),
+            expected = _money(r, a.expected_credit.amount_minor)
+            d.entries += [Entry("erp", "rma.authorized", f"{a.rma_number}, expected credit {expected}"),
                           Entry("returns", "expect.requested",
                                 f"warehouse {r.warehouse_id} told to expect {a.rma_number}")]
             d.commands.append(_expect(r, a.rma_number))
-        case "erp.return.authorized" if s in ("CANCELLED", "EXPIRED"):
+        case "erp.return.authorized" if s in (ReturnStatus.CANCELLED, ReturnStatus.EXPIRED):
             # Crossed our cancel: the cancel command that follows closes the RMA.
             d.entries.append(Entry("erp", "rma.authorized", f"{body.authorization.rma_number} "
                                    f"(return already {s.lower()})"))
-        case "erp.return.refused" if s == "REQUESTED":
-            d.status, d.reason = "REFUSED", f"{body.reason_code}: {body.reason}"
+        case "erp.return.refused" if s == ReturnStatus.REQUESTED:
+            d.status, d.reason = ReturnStatus.REFUSED, f"{body.reason_code}: {body.reason}"
             d.clear_timer = True
             d.entries.append(Entry("erp", "rma.refused", d.reason))
         case "erp.return.cancelled":
             d.entries.append(Entry("erp", "rma.cancelled", f"{body.rma_number or 'RMA'} cancelled, "
                                                            "nothing credited"))
-        case "wms.return.expected" if s == "AUTHORIZED":
-            d.status = "EXPECTED"
+        case "wms.return.expected" if s == ReturnStatus.AUTHORIZED:
+            d.status = ReturnStatus.EXPECTED
             d.entries.append(Entry("wms", "expected", f"warehouse {r.warehouse_id} expects "
                                                       f"{body.return_receipt.rma_number}"))
-        case "wms.return.rejected" if s in ("AUTHORIZED", "EXPECTED"):
+        case "wms.return.rejected" if s in (ReturnStatus.AUTHORIZED, ReturnStatus.EXPECTED):
             reason = f"warehouse refused: {body.reason_code}: {body.reason}"
-            d.status, d.reason, d.clear_timer = "CANCELLED", reason, True
+            d.status, d.reason, d.clear_timer = ReturnStatus.CANCELLED, reason, True
             d.entries += [Entry("wms", "expectation.rejected", reason),
                           Entry("returns", "compensate", "RMA cancelled in ERP, nothing credited")]
             d.commands.append(_cancel_rma(r, reason))
         case "wms.return.received" if s in AT_DOCK_PENDING:
             _received(r, body.return_receipt, d)
-        case "wms.return.inspected" if s == "RECEIVED" or s in AT_DOCK_PENDING:
-            if s != "RECEIVED":  # the received event is late (redelivery): both at once
+        case "wms.return.inspected" if s == ReturnStatus.RECEIVED or s in AT_DOCK_PENDING:
+            if s != ReturnStatus.RECEIVED:  # the received event is late (redelivery): both at once
                 _received(r, body.return_receipt, d)
             _inspected(r, body.return_receipt, d)
-        case "wms.return.cancelled" if s in ("EXPIRING", "CANCELLING"):
-            final = "EXPIRED" if s == "EXPIRING" else "CANCELLED"
+        case "wms.return.cancelled" if s in (ReturnStatus.EXPIRING, ReturnStatus.CANCELLING):
+            final = ReturnStatus.EXPIRED if s == ReturnStatus.EXPIRING else ReturnStatus.CANCELLED
             d.status = final
             d.entries += [Entry("wms", "expectation.cancelled", "no longer expected at the dock"),
                           Entry("returns", "compensate", "RMA cancelled in ERP, nothing credited")]
             d.commands.append(_cancel_rma(r, "return expired: not received in time"
-                                          if final == "EXPIRED" else "return cancelled"))
+                                          if final == ReturnStatus.EXPIRED else "return cancelled"))
         case "wms.return.cancel_refused":
             d.entries.append(Entry("wms", "cancel.refused", body.reason))
-        case "erp.creditmemo.posted" if s == "INSPECTED":
+        case "erp.creditmemo.posted" if s == ReturnStatus.INSPECTED:
             memo = body.credit_memo
             credit = {x.line_number: x.amount.amount_minor for x in memo.lines}
             requested = sum(x.quantity for x in r.lines)
@@ -205,16 +226,17 @@ def react(r: Return, subject: str, body: Message) -> Decision:
             d.entries.append(Entry("erp", "creditmemo.posted",
                                    f"{memo.credit_memo_id}: {_money(r, memo.total.amount_minor)} credited"))
             if accepted >= requested:
-                d.status, d.reason = "CREDITED", ""
+                d.status, d.reason = ReturnStatus.CREDITED, ""
             else:
                 refused = sum(x.refused for x in r.lines)
                 missing = requested - sum(x.received for x in r.lines)
                 why = ", ".join(p for p in (f"{refused} refused at inspection" if refused else "",
                                             f"{missing} not sent back" if missing else "") if p)
-                d.status, d.reason = "PARTIALLY_CREDITED", f"{accepted} of {requested} unit(s) credited: {why}"
-        case "erp.creditmemo.refused" if s == "INSPECTED":
+                d.status = ReturnStatus.PARTIALLY_CREDITED
+                d.reason = f"{accepted} of {requested} unit(s) credited: {why}"
+        case "erp.creditmemo.refused" if s == ReturnStatus.INSPECTED:
             reason = f"credit refused by ERP: {body.reason_code}: {body.reason}"
-            d.status, d.reason = "REFUSED", reason
+            d.status, d.reason = ReturnStatus.REFUSED, reason
             d.entries += [Entry("erp", "creditmemo.refused", reason),
                           Entry("returns", "compensate", "RMA cancelled, nothing credited")]
             d.commands.append(_cancel_rma(r, reason))
@@ -223,11 +245,11 @@ def react(r: Return, subject: str, body: Message) -> Decision:
 
 def _received(r: Return, receipt: wms_pb2.ReturnReceipt, d: Decision) -> None:
     got = {x.line_number: x.received_quantity for x in receipt.lines}
-    d.status, d.clear_timer = "RECEIVED", True
+    d.status, d.clear_timer = ReturnStatus.RECEIVED, True
     for x in r.lines:
         d.lines.setdefault(x.line_number, {})["received_quantity"] = got.get(x.line_number, 0)
     detail = ", ".join(f"{x.sku} {got.get(x.line_number, 0)}/{x.quantity}" for x in r.lines)
-    if r.status in ("EXPIRING", "CANCELLING"):
+    if r.status in (ReturnStatus.EXPIRING, ReturnStatus.CANCELLING):
         detail += " (arrived before the expectation was withdrawn: carrying on)"
     d.entries.append(Entry("wms", "received", detail))
 
@@ -250,11 +272,11 @@ def _inspected(r: Return, receipt: wms_pb2.ReturnReceipt, d: Decision) -> None:
     d.clear_timer = True
     if not accepted:
         reason = "every unit refused at inspection"
-        d.status, d.reason = "REFUSED", reason
+        d.status, d.reason = ReturnStatus.REFUSED, reason
         d.entries.append(Entry("returns", "compensate", "RMA cancelled in ERP, nothing credited"))
         d.commands.append(_cancel_rma(r, reason))
         return
-    d.status = "INSPECTED"
+    d.status = ReturnStatus.INSPECTED
     amount = sum(x.accepted * x.unit_price_minor for x in lines)
     d.entries.append(Entry("returns", "credit.requested",
                            f"credit memo requested for {accepted} unit(s), {_money(r, amount)}"))
@@ -267,14 +289,14 @@ def expire(r: Return) -> Decision:
     """The receive window ended."""
     d = Decision()
     window = f"{r.receive_within_s / 3600:g} h" if r.receive_within_s >= 3600 else f"{r.receive_within_s:g} s"
-    if r.status == "REQUESTED":
+    if r.status == ReturnStatus.REQUESTED:
         reason = f"not authorised within the receive window ({window})"
-        d.status, d.reason, d.clear_timer = "EXPIRED", reason, True
+        d.status, d.reason, d.clear_timer = ReturnStatus.EXPIRED, reason, True
         d.entries.append(Entry("returns", "expired", reason))
         d.commands.append(_cancel_rma(r, reason))
-    elif r.status in ("AUTHORIZED", "EXPECTED"):
+    elif r.status in (ReturnStatus.AUTHORIZED, ReturnStatus.EXPECTED):
         reason = f"not received within the receive window ({window})"
-        d.status, d.reason, d.clear_timer = "EXPIRING", reason, True
+        d.status, d.reason, d.clear_timer = ReturnStatus.EXPIRING, reason, True
         d.entries.append(Entry("returns", "expired", reason + ": withdrawing the expectation"))
         d.commands.append(_withdraw(r, reason))
     return d
@@ -284,14 +306,14 @@ def cancel(r: Return, reason: str) -> Decision:
     """A cancel request from a channel or the customer-service desk."""
     reason = reason or "cancelled on request"
     d = Decision()
-    if r.status in ("CANCELLED", "CANCELLING"):
+    if r.status in (ReturnStatus.CANCELLED, ReturnStatus.CANCELLING):
         return d  # already under way: the same answer again
-    if r.status == "REQUESTED":
-        d.status, d.reason, d.clear_timer = "CANCELLED", reason, True
+    if r.status == ReturnStatus.REQUESTED:
+        d.status, d.reason, d.clear_timer = ReturnStatus.CANCELLED, reason, True
         d.entries.append(Entry("returns", "cancelled", reason))
         d.commands.append(_cancel_rma(r, reason))
-    elif r.status in ("AUTHORIZED", "EXPECTED"):
-        d.status, d.reason, d.clear_timer = "CANCELLING", reason, True
+    elif r.status in (ReturnStatus.AUTHORIZED, ReturnStatus.EXPECTED):
+        d.status, d.reason, d.clear_timer = ReturnStatus.CANCELLING, reason, True
         d.entries.append(Entry("returns", "cancel.requested", reason))
         d.commands.append(_withdraw(r, reason))
     else:

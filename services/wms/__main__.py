@@ -9,8 +9,8 @@ from services.mesh.app import ServiceApp, run
 
 from . import handlers
 from .autopilot import Mishaps, ReturnsAutopilot, autopilot, returns_autopilot
+from .fulfilment import Delays
 from .grpc_api import WmsServicer
-from .service import Delays
 from .store import metadata
 
 MIGRATIONS = Path(__file__).parent / "migrations"

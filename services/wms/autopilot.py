@@ -20,7 +20,10 @@ import structlog
 from services.mesh.config import Settings
 from services.mesh.store import Store
 
-from . import domain, returns, service
+from . import domain, fulfilment, returns
+from .fulfilment import Delays
+from .statuses import FulfilmentStatus, ReturnStatus
+from .tracing import in_order_trace
 
 log = structlog.get_logger()
 
@@ -44,40 +47,42 @@ async def _one_unit_less(tx, order_id: str, rate: float) -> dict[str, int] | Non
     """With probability ``rate``: the wave as found with one unit of one line missing."""
     if rate <= 0 or random.random() >= rate:
         return None
-    wave = {sku: qty for sku, qty in await service.wave_lines(tx.conn, order_id) if qty}
+    wave = {sku: qty for sku, qty in await fulfilment.wave_lines(tx.conn, order_id) if qty}
     if not wave:
         return None
     sku = random.choice(sorted(wave))
     return {sku: 1}
 
 
-def autopilot(store: Store, delays: service.Delays,
+def autopilot(store: Store, delays: Delays,
               mishaps: Mishaps = Mishaps()) -> Callable[[asyncio.Event], Awaitable[None]]:
     async def pick(tx, order_id):
         missing = await _one_unit_less(tx, order_id, mishaps.short_pick_rate)
         found = None
         if missing:
-            found = {sku: qty - missing.get(sku, 0) for sku, qty in await service.wave_lines(tx.conn, order_id)}
-        return await service.pick(tx, order_id, delays, found)
+            wave = await fulfilment.wave_lines(tx.conn, order_id)
+            found = {sku: qty - missing.get(sku, 0) for sku, qty in wave}
+        return await fulfilment.pick(tx, order_id, delays, found)
 
     async def pack(tx, order_id):
-        return await service.pack(tx, order_id, 0, await _one_unit_less(tx, order_id, mishaps.damage_rate))
+        damaged = await _one_unit_less(tx, order_id, mishaps.damage_rate)
+        return await fulfilment.pack(tx, order_id, delays, 0, damaged)
 
     steps = {
-        "ALLOCATED": pick,
-        "PICKED": pack,
-        "LABELLED": lambda tx, order_id: service.ship(tx, order_id, delays),
+        FulfilmentStatus.ALLOCATED: pick,
+        FulfilmentStatus.PICKED: pack,
+        FulfilmentStatus.LABELLED: lambda tx, order_id: fulfilment.ship(tx, order_id, delays),
     }
 
     async def autopilot(stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
                 async with store.read() as conn:
-                    due = await service.due_fulfilments(conn, steps)
+                    due = await fulfilment.due_fulfilments(conn, steps)
                 for order_id, status, traceparent in due:
                     if stop.is_set():
                         break
-                    with service.in_order_trace(f"wms.autopilot advance {status.lower()}", traceparent):
+                    with in_order_trace(f"wms.autopilot advance {status.lower()}", traceparent):
                         async with store.transaction() as tx:
                             await steps[status](tx, order_id)
             except Exception:  # noqa: BLE001 - keep going; the store still says what is due
@@ -122,9 +127,9 @@ def returns_autopilot(store: Store, pilot: ReturnsAutopilot) -> Callable[[asynci
                 for rma_number, status, traceparent in due:
                     if stop.is_set():
                         break
-                    with service.in_order_trace(f"wms.autopilot return {status.lower()}", traceparent):
+                    with in_order_trace(f"wms.autopilot return {status.lower()}", traceparent):
                         async with store.transaction() as tx:
-                            if status == "EXPECTED":
+                            if status == ReturnStatus.EXPECTED:
                                 await returns.receive(tx, rma_number, {}, pilot.inspect_in)
                             else:
                                 await returns.autopilot_inspect(tx, rma_number, pilot.rules)

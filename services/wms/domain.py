@@ -64,6 +64,19 @@ def fcfs_allocation(backorders: Sequence[Backorder], available: Mapping[str, int
     return chosen
 
 
+def transfer_refusal(lines: Sequence[Line], warehouse_known: bool, warehouse_id: str,
+                     available: Mapping[str, int]) -> tuple[str, str] | None:
+    """Why a transfer out cannot be issued (reason code, reason), or None: it is issued
+    whole from available stock, or not at all."""
+    if problems := line_problems(lines):
+        return "INVALID_LINES", "; ".join(f"{field}: {what}" for field, what in problems)
+    if not warehouse_known:
+        return "UNKNOWN_WAREHOUSE", f"no warehouse {warehouse_id!r}"
+    if short := shortages(lines, available):
+        return "INSUFFICIENT_STOCK", ", ".join(f"{sku} short by {qty}" for sku, qty in short)
+    return None
+
+
 def package_weight(lines: Sequence[Line], unit_weights: Mapping[str, int], declared: int = 0) -> int:
     """The declared weight when given, else the sum of the items' master-data weights."""
     if declared > 0:

@@ -11,11 +11,12 @@ from __future__ import annotations
 from services.mesh.bus import Envelope, Handler, Handlers, PermanentError, body_to
 from services.mesh.store import Tx
 
-from . import replenishment, returns, service
+from . import fulfilment, replenishment, replicas, returns, stock_commands
 from .autopilot import ReturnsAutopilot
+from .fulfilment import Delays
 
 
-def _for_an_order(use_case, delays: service.Delays) -> Handler:
+def _for_an_order(use_case, delays: Delays) -> Handler:
     """A fulfilment command: it must name its order."""
     async def handle(env: Envelope, tx: Tx) -> None:
         if not env.body.order_id:
@@ -24,31 +25,31 @@ def _for_an_order(use_case, delays: service.Delays) -> Handler:
     return handle
 
 
-def commands(delays: service.Delays, pilot: ReturnsAutopilot) -> Handlers:
+def commands(delays: Delays, pilot: ReturnsAutopilot) -> Handlers:
     async def expect_return(env: Envelope, tx: Tx) -> None:
         await returns.expect_return(tx, env.body, pilot.receive_in)
 
     async def receive_stock(env: Envelope, tx: Tx) -> None:
-        await replenishment.receive(tx, env.body, delays)
+        await stock_commands.receive(tx, env.body, delays)
 
     return {
-        "cmd.wms.fulfilment.create": _for_an_order(service.create_fulfilment, delays),
-        "cmd.wms.fulfilment.cancel": _for_an_order(service.cancel_fulfilment, delays),
-        "cmd.wms.fulfilment.assign_shipment": _for_an_order(service.assign_shipment, delays),
-        "cmd.wms.fulfilment.resolve": _for_an_order(service.resolve_exception, delays),
+        "cmd.wms.fulfilment.create": _for_an_order(fulfilment.create_fulfilment, delays),
+        "cmd.wms.fulfilment.cancel": _for_an_order(fulfilment.cancel_fulfilment, delays),
+        "cmd.wms.fulfilment.assign_shipment": _for_an_order(fulfilment.assign_shipment, delays),
+        "cmd.wms.fulfilment.resolve": _for_an_order(fulfilment.resolve_exception, delays),
         "cmd.wms.return.expect": expect_return,
         "cmd.wms.return.cancel": body_to(returns.cancel_return),
         "cmd.wms.stock.receive": receive_stock,
-        "cmd.wms.stock.transfer_out": body_to(replenishment.transfer_out),
+        "cmd.wms.stock.transfer_out": body_to(stock_commands.transfer_out),
     }
 
 
 async def item_upserted(env: Envelope, tx: Tx) -> None:
-    await service.replicate_item(tx, env.body.item, env.body.revision)
+    await replicas.replicate_item(tx, env.body.item, env.body.revision)
 
 
 async def customer_upserted(env: Envelope, tx: Tx) -> None:
-    await service.replicate_customer(tx, env.body.customer, env.body.revision)
+    await replicas.replicate_customer(tx, env.body.customer, env.body.revision)
 
 
 async def reorder_point_upserted(env: Envelope, tx: Tx) -> None:

@@ -19,19 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from crossdock.wms.v1 import messages_pb2 as events
 from crossdock.wms.v1 import wms_pb2
-from services.mesh import contracts, telemetry
+from services.mesh import contracts
 from services.mesh.bus import PermanentError
 from services.mesh.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.mesh.store import Tx, utcnow
 
-from . import domain
-from .service import _move, _warehouse_exists, order_context
+from . import domain, stock
+from .statuses import ReturnStatus, return_status_pb
 from .store import return_receipt_lines, return_receipts
+from .tracing import current_traceparent, order_context
 
 log = structlog.get_logger()
 
-STATUS = {s: wms_pb2.ReturnReceiptStatus.Value(f"RETURN_RECEIPT_STATUS_{s}")
-          for s in ("EXPECTED", "RECEIVED", "INSPECTED", "CANCELLED", "REJECTED")}
+Status = ReturnStatus
 
 
 async def _receipt(conn: AsyncConnection, rma_number: str):
@@ -51,7 +51,7 @@ async def receipt_pb(conn: AsyncConnection, rma_number: str) -> wms_pb2.ReturnRe
         raise NotFound("return receipt", rma_number)
     r = wms_pb2.ReturnReceipt(
         rma_number=row.rma_number, return_id=row.return_id, order_id=row.order_id,
-        warehouse_id=row.warehouse_id, status=STATUS[row.status], status_reason=row.status_reason,
+        warehouse_id=row.warehouse_id, status=return_status_pb(row.status), status_reason=row.status_reason,
         lines=[wms_pb2.ReturnReceiptLine(
             line_number=x.line_number, sku=x.sku, reason_code=x.reason_code,
             expected_quantity=x.expected_quantity, received_quantity=x.received_quantity,
@@ -96,13 +96,11 @@ async def expect_return(tx: Tx, cmd: events.ExpectReturn, receive_delay: float |
         await _say_again(tx, cmd.rma_number)
         return
     now = utcnow()
-    trace: dict[str, str] = {}
-    telemetry.inject(trace)
     await tx.conn.execute(return_receipts.insert().values(
         rma_number=cmd.rma_number, return_id=cmd.return_id, order_id=cmd.order_id,
-        warehouse_id=cmd.warehouse_id, status="EXPECTED", status_reason="",
+        warehouse_id=cmd.warehouse_id, status=Status.EXPECTED, status_reason="",
         next_step_at=_due_in(receive_delay), expected_at=now, updated_at=now,
-        traceparent=trace.get("traceparent", "")))
+        traceparent=current_traceparent()))
     lines = [(x.line_number, x.sku, x.expected_quantity) for x in cmd.lines]
     if lines:
         await tx.conn.execute(return_receipt_lines.insert(), [
@@ -114,10 +112,10 @@ async def expect_return(tx: Tx, cmd: events.ExpectReturn, receive_delay: float |
         problem = "INVALID_LINES", "every line needs a SKU and a positive quantity"
     elif len({n for n, _, _ in lines}) != len(lines):
         problem = "INVALID_LINES", "a line appears twice"
-    elif not await _warehouse_exists(tx.conn, cmd.warehouse_id):
+    elif not await stock.warehouse_exists(tx.conn, cmd.warehouse_id):
         problem = "UNKNOWN_WAREHOUSE", f"no warehouse {cmd.warehouse_id!r}"
     if problem:
-        await _advance(tx, cmd.rma_number, "EXPECTED", "REJECTED", status_reason=problem[1],
+        await _advance(tx, cmd.rma_number, Status.EXPECTED, Status.REJECTED, status_reason=problem[1],
                        next_step_at=None)
         await _emit(tx, "wms.return.rejected", cmd.rma_number, reason_code=problem[0],
                     reason=problem[1])
@@ -127,10 +125,10 @@ async def expect_return(tx: Tx, cmd: events.ExpectReturn, receive_delay: float |
 
 async def _say_again(tx: Tx, rma_number: str) -> None:
     row = await _receipt(tx.conn, rma_number)
-    if row.status == "REJECTED":
+    if row.status == Status.REJECTED:
         await _emit(tx, "wms.return.rejected", rma_number, reason_code="REJECTED",
                     reason=row.status_reason)
-    elif row.status == "CANCELLED":
+    elif row.status == Status.CANCELLED:
         await _emit(tx, "wms.return.cancelled", rma_number, reason=row.status_reason)
     else:
         await _emit(tx, "wms.return.expected", rma_number)
@@ -146,13 +144,13 @@ async def cancel_return(tx: Tx, cmd: events.CancelReturn) -> None:
     if row is None:
         now = utcnow()
         await tx.conn.execute(return_receipts.insert().values(
-            rma_number=cmd.rma_number, return_id=cmd.return_id, status="CANCELLED",
+            rma_number=cmd.rma_number, return_id=cmd.return_id, status=Status.CANCELLED,
             status_reason=reason, expected_at=now, updated_at=now))
-    elif row.status == "EXPECTED":
-        if not await _advance(tx, cmd.rma_number, "EXPECTED", "CANCELLED", status_reason=reason,
+    elif row.status == Status.EXPECTED:
+        if not await _advance(tx, cmd.rma_number, Status.EXPECTED, Status.CANCELLED, status_reason=reason,
                               next_step_at=None):
             raise RuntimeError(f"return {cmd.rma_number} changed while cancelling")  # retried
-    elif row.status in ("RECEIVED", "INSPECTED"):
+    elif row.status in (Status.RECEIVED, Status.INSPECTED):
         await _emit(tx, "wms.return.cancel_refused", cmd.rma_number,
                     reason=f"the return is already {row.status.lower()}: too late to cancel")
         return
@@ -173,7 +171,7 @@ async def receive(tx: Tx, rma_number: str, quantities: dict[int, int],
     if problems := domain.receipt_problems(expected, quantities):
         raise InvalidArgument(problems)
     received = {n: quantities.get(n, 0) if quantities else q for n, q in expected.items()}
-    if not await _advance(tx, rma_number, "EXPECTED", "RECEIVED", received_at=utcnow(),
+    if not await _advance(tx, rma_number, Status.EXPECTED, Status.RECEIVED, received_at=utcnow(),
                           next_step_at=_due_in(inspect_delay)):
         return False
     for line_number, qty in received.items():
@@ -195,7 +193,7 @@ async def inspect(tx: Tx, rma_number: str, dispositions: list[domain.Disposition
     received = {n: x.received_quantity for n, x in lines.items()}
     if problems := domain.inspection_problems(received, dispositions):
         raise InvalidArgument(problems)
-    if not await _advance(tx, rma_number, "RECEIVED", "INSPECTED", inspected_at=utcnow(),
+    if not await _advance(tx, rma_number, Status.RECEIVED, Status.INSPECTED, inspected_at=utcnow(),
                           next_step_at=None):
         return False
     notes = notes or {}
@@ -207,8 +205,8 @@ async def inspect(tx: Tx, rma_number: str, dispositions: list[domain.Disposition
             restocked_quantity=d.restock, scrapped_quantity=d.scrap, refused_quantity=d.refuse,
             note=notes.get(d.line_number) or line.note))
         if d.restock:
-            await _move(tx, row.warehouse_id, line.sku, d.restock, events.MOVEMENT_REASON_RETURN,
-                        rma_number)
+            await stock.move_stock(tx, row.warehouse_id, [(line.sku, d.restock)],
+                                   events.MOVEMENT_REASON_RETURN, rma_number)
     await _emit(tx, "wms.return.inspected", rma_number)
     return True
 
@@ -227,7 +225,7 @@ async def receive_return(tx: Tx, req: wms_pb2.ReceiveReturnRequest,
     if len(quantities) != len(req.lines):
         raise InvalidArgument([("lines", "a line appears twice")])
     if not await receive(tx, req.rma_number, quantities, inspect_delay):
-        raise _not_in(await _receipt(tx.conn, req.rma_number), req.rma_number, "EXPECTED")
+        raise _not_in(await _receipt(tx.conn, req.rma_number), req.rma_number, Status.EXPECTED)
     return await receipt_pb(tx.conn, req.rma_number)
 
 
@@ -238,10 +236,10 @@ async def inspect_return(tx: Tx, req: wms_pb2.InspectReturnRequest) -> wms_pb2.R
                                        x.refused_quantity) for x in req.lines]
     notes = {x.line_number: x.note for x in req.lines if x.note}
     row = await _receipt(tx.conn, req.rma_number)
-    if row is not None and row.status != "RECEIVED":
-        raise _not_in(row, req.rma_number, "RECEIVED")
+    if row is not None and row.status != Status.RECEIVED:
+        raise _not_in(row, req.rma_number, Status.RECEIVED)
     if not await inspect(tx, req.rma_number, dispositions, notes):
-        raise _not_in(await _receipt(tx.conn, req.rma_number), req.rma_number, "RECEIVED")
+        raise _not_in(await _receipt(tx.conn, req.rma_number), req.rma_number, Status.RECEIVED)
     return await receipt_pb(tx.conn, req.rma_number)
 
 
@@ -258,7 +256,7 @@ async def due_returns(conn: AsyncConnection, limit: int = 100) -> list:
     """(rma_number, status, traceparent) of receipts the autopilot should move on now, oldest first."""
     rows = await conn.execute(
         select(return_receipts.c.rma_number, return_receipts.c.status, return_receipts.c.traceparent)
-        .where(return_receipts.c.status.in_(["EXPECTED", "RECEIVED"]),
+        .where(return_receipts.c.status.in_([Status.EXPECTED, Status.RECEIVED]),
                return_receipts.c.next_step_at <= utcnow())
         .order_by(return_receipts.c.next_step_at).limit(limit))
     return rows.all()

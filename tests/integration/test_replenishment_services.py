@@ -40,89 +40,32 @@ def reorder_point(sku: str, point: int, quantity: int, revision: int) -> erp_rep
         sku=sku, warehouse_id=WH, reorder_point=point, reorder_quantity=quantity, revision=revision))
 
 
-async def test_wms_requests_once_per_crossing_and_a_receipt_rearms(wms, nc, events):
-    log = await events(["wms.replenishment.requested", "wms.stock.>"])
+async def test_wms_consumers_reach_the_trigger_and_the_stock_commands(wms, nc, events):
+    """The reorder-point consumer moves the trigger, the command consumer books receipts and
+    transfers (the rules: tests/usecases/test_wms_replenishment.py)."""
+    log = await events(["wms.replenishment.requested", "wms.stock.>", "wms.inventory.adjusted"])
     sku = unique("SKU")
     await wms.ReceiveStock(wms_pb2.ReceiveStockRequest(receipt_id=unique("R"), warehouse_id=WH,
-                                                       lines=[SkuQuantity(sku=sku, quantity=8)]))
-    # A newer revision first, then a stale one (ignored: it would ask at once).
-    await publish(nc, "erp.reorderpoint.upserted", reorder_point(sku, 5, 10, revision=2))
-    await publish(nc, "erp.reorderpoint.upserted", reorder_point(sku, 100, 10, revision=1))
-    # Three orders of 7, 7 and 6: the first is allocated and takes the position
-    # to 8 - 7 = 1 < 5 (the crossing: one request, up to 15); the others are
-    # backordered and ask for nothing more.
-    order_ids = [unique("O") for _ in range(3)]
-    for oid, qty in zip(order_ids, (7, 7, 6), strict=True):
-        await publish(nc, "cmd.wms.fulfilment.create", wms_msgs.CreateFulfilment(
-            order_id=oid, warehouse_id=WH, shortage_policy=wms_pb2.SHORTAGE_POLICY_BACKORDER,
-            lines=[SkuQuantity(sku=sku, quantity=qty)], ship_to=Address(country_code="US")), key=oid)
+                                                       lines=[SkuQuantity(sku=sku, quantity=3)]))
+    await publish(nc, "erp.reorderpoint.upserted", reorder_point(sku, 5, 10, revision=1))
+    (request,) = await eventually(lambda: [m for m in log.of("wms.replenishment.requested") if m.sku == sku],
+                                  what="the request")
+    assert (request.position, request.quantity) == (3, 12)
 
-    def requests():
-        return [m for m in log.of("wms.replenishment.requested") if m.sku == sku]
-
-    async def all_placed():
-        for oid, status in zip(order_ids, (wms_pb2.FULFILMENT_STATUS_ALLOCATED,
-                                           wms_pb2.FULFILMENT_STATUS_BACKORDERED,
-                                           wms_pb2.FULFILMENT_STATUS_BACKORDERED), strict=True):
-            try:
-                fo = (await wms.GetFulfilmentOrder(wms_pb2.GetFulfilmentOrderRequest(order_id=oid))).fulfilment_order
-            except grpc.aio.AioRpcError:
-                return False
-            if fo.status != status or not fo.milestones:
-                return False
-        return True
-    await eventually(all_placed, what="one allocated and two backordered orders")
-    (first,) = await eventually(requests, what="the request")
-    assert (first.position, first.reorder_point, first.quantity, first.backordered) == (1, 5, 14, 0)
-
-    # The delivery answering it (sent twice: idempotent on receipt_id) re-arms
-    # the trigger and releases the backorders first come, first served: 8 + 14
-    # - 20 = 2 is still below 5, so WMS asks again at once (a new crossing).
-    receive = wms_repl.ReceiveStock(receipt_id=unique("RPL"), warehouse_id=WH, request_id=first.request_id,
-                                    lines=[SkuQuantity(sku=sku, quantity=first.quantity)])
+    receive = wms_repl.ReceiveStock(receipt_id=unique("RPL"), warehouse_id=WH, request_id=request.request_id,
+                                    lines=[SkuQuantity(sku=sku, quantity=request.quantity)])
     await publish(nc, "cmd.wms.stock.receive", receive)
-    await publish(nc, "cmd.wms.stock.receive", receive)
-    await eventually(lambda: [m for m in log.of("wms.stock.received") if m.receipt_id == receive.receipt_id],
-                     what="the receipt")
-    inventory = (await wms.GetAvailability(wms_pb2.GetAvailabilityRequest(skus=[sku], warehouse_id=WH)))
-    assert (inventory.positions[0].on_hand, inventory.positions[0].allocated) == (22, 20)
-    # A marker after the duplicate: once it is handled, so is the duplicate.
-    marker = wms_repl.ReceiveStock(receipt_id=unique("RPL"), warehouse_id=WH,
-                                   lines=[SkuQuantity(sku=unique("SKU"), quantity=1)])
-    await publish(nc, "cmd.wms.stock.receive", marker)
-    await eventually(lambda: [m for m in log.of("wms.stock.received") if m.receipt_id == marker.receipt_id],
-                     what="the marker receipt")
-    assert len([m for m in log.of("wms.stock.received") if m.receipt_id == receive.receipt_id]) == 1
-    assert await on_hand(wms, sku) == 22
-    (_, second) = requests()
-    assert (second.position, second.quantity) == (2, 13)
+    (received,) = await eventually(lambda: log.of("wms.stock.received"), what="the receipt")
+    assert (received.receipt_id, received.request_id) == (receive.receipt_id, request.request_id)
+    assert await on_hand(wms, sku) == 15
 
-
-async def test_wms_transfer_out_is_all_or_nothing_and_idempotent(wms, nc, events):
-    log = await events(["wms.stock.>", "wms.inventory.adjusted"])
-    sku = unique("SKU")
-    await wms.ReceiveStock(wms_pb2.ReceiveStockRequest(receipt_id=unique("R"), warehouse_id=WH,
-                                                       lines=[SkuQuantity(sku=sku, quantity=10)]))
-    too_much = wms_repl.TransferStockOut(transfer_id=unique("T"), warehouse_id=WH, destination_warehouse_id="WH-2",
-                                         lines=[SkuQuantity(sku=sku, quantity=15)])
-    await publish(nc, "cmd.wms.stock.transfer_out", too_much)
-    (refused,) = await eventually(lambda: log.of("wms.stock.transfer_refused"), what="refusal")
-    assert (refused.transfer_id, refused.reason_code) == (too_much.transfer_id, "INSUFFICIENT_STOCK")
-    assert await on_hand(wms, sku) == 10
-
-    ok = wms_repl.TransferStockOut(transfer_id=unique("T"), warehouse_id=WH, destination_warehouse_id="WH-2",
-                                   lines=[SkuQuantity(sku=sku, quantity=6)])
-    await publish(nc, "cmd.wms.stock.transfer_out", ok)
-    await publish(nc, "cmd.wms.stock.transfer_out", ok)
-    await eventually(lambda: log.of("wms.stock.transferred_out"), what="the transfer out")
-    moves = await eventually(lambda: [m for m in log.of("wms.inventory.adjusted")
-                                      if m.sku == sku and m.reason == wms_msgs.MOVEMENT_REASON_TRANSFER],
-                             what="the TRANSFER movement")
-    assert [(m.delta, m.on_hand_after, m.reference) for m in moves] == [(-6, 4, ok.transfer_id)]
-    marker = wms_repl.TransferStockOut(transfer_id=unique("T"), warehouse_id=WH, lines=[SkuQuantity(sku=sku, quantity=1)])
-    await publish(nc, "cmd.wms.stock.transfer_out", marker)
-    await eventually(lambda: len(log.of("wms.stock.transferred_out")) == 2, what="the marker transfer")
-    assert await on_hand(wms, sku) == 3
+    out = wms_repl.TransferStockOut(transfer_id=unique("T"), warehouse_id=WH, destination_warehouse_id="WH-2",
+                                    lines=[SkuQuantity(sku=sku, quantity=6)])
+    await publish(nc, "cmd.wms.stock.transfer_out", out)
+    (issued,) = await eventually(lambda: log.of("wms.stock.transferred_out"), what="the transfer out")
+    assert issued.transfer_id == out.transfer_id
+    moves = [m for m in log.of("wms.inventory.adjusted") if m.reason == wms_msgs.MOVEMENT_REASON_TRANSFER]
+    assert [(m.sku, m.delta, m.on_hand_after, m.reference) for m in moves] == [(sku, -6, 9, out.transfer_id)]
 
 
 @pytest.fixture

@@ -1,16 +1,13 @@
-"""WMS as a real process: returns at the dock (expect, receive, inspect, cancel), the
-returns autopilot, stock as of a movement sequence, and the master-data replica."""
+"""WMS as a real process: returns through the command consumer and the handheld gRPC
+API (status codes), the returns autopilot, stock as of a movement sequence over gRPC.
+What the return use cases decide is tested in-process in tests/usecases/test_wms_returns.py."""
 
 from __future__ import annotations
-
-import sqlite3
 
 import grpc
 import pytest
 
-from crossdock.common.v1.common_pb2 import Address, Money, SkuQuantity
-from crossdock.erp.v1 import erp_pb2
-from crossdock.erp.v1 import messages_pb2 as erp_msgs
+from crossdock.common.v1.common_pb2 import Address, SkuQuantity
 from crossdock.wms.v1 import messages_pb2 as wms_msgs
 from crossdock.wms.v1 import wms_pb2, wms_pb2_grpc
 from tests.helpers import eventually, publish, unique
@@ -103,42 +100,15 @@ async def test_handheld_receive_and_inspect_restock_only_what_passes(wms, nc, ev
     assert (as_of.current_sequence, as_of.current_on_hand) == (after.sequence, after.on_hand)
     assert as_of.HasField("next_movement_time") and not as_of.next_movement_unpublished
 
-    # A repeated expect command says again how it stands; nothing is recreated.
-    await publish(nc, "cmd.wms.return.expect", expect(rma, **{"SKU-A": (3, "DEFECTIVE")}))
-    await eventually(lambda: len(of(log, "wms.return.expected", rma)) == 2, what="repeat")
-    assert of(log, "wms.return.expected", rma)[1].return_receipt.status == S.RETURN_RECEIPT_STATUS_INSPECTED
-
-
-async def test_cancel_until_received_then_refused_and_tombstones(wms, nc, events):
-    stub = await wms()
-    log = await events(["wms.return.>"])
-    rma, late, early = unique("RMA"), unique("RMA"), unique("RMA")
-    await publish(nc, "cmd.wms.return.expect", expect(rma, **{"SKU-A": (1, "NOT_NEEDED")}))
-    await eventually(lambda: of(log, "wms.return.expected", rma), what="expected")
-    await publish(nc, "cmd.wms.return.cancel", wms_msgs.CancelReturn(rma_number=rma, reason="expired"))
-    (cancelled,) = await eventually(lambda: of(log, "wms.return.cancelled", rma), what="cancelled")
-    assert cancelled.return_receipt.status == S.RETURN_RECEIPT_STATUS_CANCELLED
-    with pytest.raises(grpc.aio.AioRpcError) as info:  # the dock refuses the parcel
-        await stub.ReceiveReturn(wms_pb2.ReceiveReturnRequest(rma_number=rma))
-    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-
-    await publish(nc, "cmd.wms.return.expect", expect(late, **{"SKU-A": (1, "NOT_NEEDED")}))
-    await eventually(lambda: of(log, "wms.return.expected", late), what="expected")
-    await stub.ReceiveReturn(wms_pb2.ReceiveReturnRequest(rma_number=late))
-    await publish(nc, "cmd.wms.return.cancel", wms_msgs.CancelReturn(rma_number=late))
-    (refused,) = await eventually(lambda: of(log, "wms.return.cancel_refused", late), what="refused")
-    assert "already received" in refused.reason
-
-    await publish(nc, "cmd.wms.return.cancel", wms_msgs.CancelReturn(rma_number=early))
-    await eventually(lambda: of(log, "wms.return.cancelled", early), what="tombstone")
-    await publish(nc, "cmd.wms.return.expect", expect(early, **{"SKU-A": (1, "NOT_NEEDED")}))
-    await eventually(lambda: len(of(log, "wms.return.cancelled", early)) == 2, what="still cancelled")
-    assert not of(log, "wms.return.expected", early)
-
-    unknown = unique("RMA")
-    await publish(nc, "cmd.wms.return.expect", expect(unknown, warehouse_id="WH-NOPE", **{"SKU-A": (1, "OTHER")}))
-    (rejected,) = await eventually(lambda: of(log, "wms.return.rejected", unknown), what="rejected")
-    assert rejected.reason_code == "UNKNOWN_WAREHOUSE"
+    # A cancel command reaches its use case too: too late for this one.
+    await publish(nc, "cmd.wms.return.cancel", wms_msgs.CancelReturn(rma_number=rma))
+    (refused,) = await eventually(lambda: of(log, "wms.return.cancel_refused", rma), what="refused")
+    assert "already inspected" in refused.reason
+    receipt = (await stub.GetReturnReceipt(wms_pb2.GetReturnReceiptRequest(rma_number=rma))).return_receipt
+    assert receipt.status == S.RETURN_RECEIPT_STATUS_INSPECTED
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.GetReturnReceipt(wms_pb2.GetReturnReceiptRequest(rma_number=unique("RMA")))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_the_returns_autopilot_receives_and_inspects_by_its_rules(wms, nc, events):
@@ -157,27 +127,3 @@ async def test_the_returns_autopilot_receives_and_inspects_by_its_rules(wms, nc,
     assert [s for s, _, _ in log.messages] == ["wms.return.expected", "wms.return.received",
                                                "wms.return.inspected"]
     assert (await position(stub, "SKU-A")).on_hand == before.on_hand + 2
-
-
-async def test_replicas_follow_revisions_and_ignore_stale_events(wms, nc, data_dir):
-    await wms()
-
-    def item(revision: int, price: int) -> erp_msgs.ItemUpserted:
-        return erp_msgs.ItemUpserted(revision=revision, changed_fields=["unit_price"], item=erp_pb2.Item(
-            sku="SKU-P", uom="EA", weight_grams=300, active=True,
-            unit_price=Money(currency_code="USD", amount_minor=price)))
-
-    def replica(sql: str):
-        with sqlite3.connect(data_dir / "wms.db") as conn:
-            return conn.execute(sql).fetchall()
-
-    await publish(nc, "erp.item.upserted", item(2, 1200), key="SKU-P")
-    await publish(nc, "erp.item.upserted", item(1, 1000), key="SKU-P")  # older, arrives later
-    await publish(nc, "erp.customer.upserted", erp_msgs.CustomerUpserted(revision=3, customer=erp_pb2.Customer(
-        customer_id="C-P", name="P", currency_code="USD",
-        credit_limit=Money(currency_code="USD", amount_minor=77_00))), key="C-P")
-    await eventually(lambda: replica("SELECT credit_limit_minor, revision FROM customers") == [(7700, 3)],
-                     what="customer replica")
-    # The stale item event came before the customer's (one stream, in order): it was ignored.
-    assert replica("SELECT unit_price_minor, revision, weight_grams FROM items WHERE sku = 'SKU-P'") == [
-        (1200, 2, 300)]

@@ -1,4 +1,7 @@
-"""WMS as a real process against a real nats-server and SQLite store."""
+"""WMS as a real process against a real nats-server and SQLite store: the wiring (the
+consumers and their dispatch, the gRPC API and its status details, the relay and the
+order's trace, the autopilot across a restart). What the use cases decide is tested
+in-process in tests/usecases/test_wms_*.py."""
 
 from __future__ import annotations
 
@@ -99,72 +102,6 @@ def detail(err: grpc.aio.AioRpcError, kind):
     return found
 
 
-async def test_receipts_emit_sequenced_movements_and_are_idempotent(wms, events):
-    stub = await wms()
-    log = await events(["wms.inventory.adjusted"])
-    first = await receive(stub, "R-1", A=5, B=2)
-    assert {(p.sku, p.on_hand, p.available, p.sequence) for p in first.positions} == {
-        ("A", 5, 5, 1), ("B", 2, 2, 1)}
-    await receive(stub, "R-2", A=3)
-    again = await receive(stub, "R-1", A=5, B=2)  # a repeat: nothing changes
-    assert {(p.sku, p.on_hand, p.sequence) for p in again.positions} == {("A", 8, 2), ("B", 2, 1)}
-    # Movements are published in commit order: once R-3's arrives, a second
-    # R-1 would have arrived before it.
-    await receive(stub, "R-3", C=1)
-    moves = await eventually(lambda: [m for m in log.of("wms.inventory.adjusted") if m.sku == "C"]
-                             and log.of("wms.inventory.adjusted"), what="R-3 movement")
-    assert len(moves) == 4
-    assert [(m.delta, m.on_hand_after, m.sequence, m.reference) for m in moves if m.sku == "A"] == [
-        (5, 5, 1, "R-1"), (3, 8, 2, "R-2")]
-    assert {m.reason for m in moves} == {wms_msgs.MOVEMENT_REASON_RECEIPT}
-
-
-async def test_a_receipt_of_many_lines_books_the_same_movements_in_bulk(wms, events):
-    stub = await wms()
-    log = await events(["wms.inventory.adjusted"])
-    await receive(stub, "R-SMALL", **{"SKU-0": 1})
-    many = {f"SKU-{i}": i + 1 for i in range(60)}  # booked with bulk statements
-    resp = await receive(stub, "R-BIG", **many)
-    assert {p.sku: (p.on_hand, p.sequence) for p in resp.positions} == {
-        sku: (qty + (sku == "SKU-0"), 1 + (sku == "SKU-0")) for sku, qty in many.items()}
-    again = await receive(stub, "R-BIG", **many)  # idempotent as any receipt
-    assert {p.sku: p.on_hand for p in again.positions} == {p.sku: p.on_hand for p in resp.positions}
-    moves = await eventually(lambda: len(log.of("wms.inventory.adjusted")) == 61 and log.of("wms.inventory.adjusted"),
-                             what="61 movements")
-    big = {m.sku: (m.delta, m.on_hand_after, m.sequence, m.reference) for m in moves if m.reference == "R-BIG"}
-    assert big == {sku: (qty, qty + (sku == "SKU-0"), 1 + (sku == "SKU-0"), "R-BIG") for sku, qty in many.items()}
-
-
-async def test_lookups_validate_their_input(wms):
-    stub = await wms()
-    err = await rpc_error(stub.ReceiveStock(wms_pb2.ReceiveStockRequest(
-        warehouse_id=WH, lines=[SkuQuantity(sku="A", quantity=0), SkuQuantity(sku="A", quantity=1)])))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert {v.field for v in detail(err, error_details_pb2.BadRequest).field_violations} == {
-        "receipt_id", "lines[0].quantity", "lines[1].sku"}
-    err = await rpc_error(stub.ReceiveStock(wms_pb2.ReceiveStockRequest(
-        receipt_id="R-X", warehouse_id="NOPE", lines=[SkuQuantity(sku="A", quantity=1)])))
-    assert err.code() == grpc.StatusCode.NOT_FOUND
-    assert detail(err, error_details_pb2.ResourceInfo).resource_name == "NOPE"
-    err = await rpc_error(stub.UpsertWarehouse(wms_pb2.UpsertWarehouseRequest()))
-    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    err = await rpc_error(stub.GetFulfilmentOrder(wms_pb2.GetFulfilmentOrderRequest(order_id="O-?")))
-    assert err.code() == grpc.StatusCode.NOT_FOUND
-
-    listed = await stub.ListWarehouses(wms_pb2.ListWarehousesRequest())
-    assert [(w.warehouse_id, w.name, w.address.country_code) for w in listed.warehouses] == [
-        (WH, "Main", "US")]
-
-    await receive(stub, "R-1", A=1, B=2, C=3)
-    page = await stub.ListInventory(wms_pb2.ListInventoryRequest(page_size=2))
-    assert [p.sku for p in page.positions] == ["A", "B"] and page.next_page_token
-    rest = await stub.ListInventory(wms_pb2.ListInventoryRequest(page_size=2, page_token=page.next_page_token))
-    assert [(p.sku, p.on_hand) for p in rest.positions] == [("C", 3)] and not rest.next_page_token
-    for bad in (wms_pb2.ListInventoryRequest(page_size=-1), wms_pb2.ListInventoryRequest(page_token="junk")):
-        err = await rpc_error(stub.ListInventory(bad))
-        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-
-
 async def test_fulfilment_runs_from_allocation_to_shipment(wms, nc, events, data_dir):
     stub = await wms()
     log = await events(["wms.>"])
@@ -213,76 +150,34 @@ async def test_fulfilment_runs_from_allocation_to_shipment(wms, nc, events, data
     assert {h["traceparent"].split("-")[1] for h in about_order} == {TRACE_ID}
 
 
-async def test_shortage_with_cancel_policy_or_unknown_warehouse_is_rejected(wms, nc, events):
-    stub = await wms()
-    log = await events(["wms.fulfilment.>"])
-    await receive(stub, "R-1", A=1)
-    await create(nc, "O-1", wms_pb2.SHORTAGE_POLICY_CANCEL, A=2, B=1)
-    await create(nc, "O-2", warehouse_id="NOPE", A=1)
-    rejected = await eventually(lambda: len(log.of("wms.fulfilment.rejected")) == 2
-                                and log.of("wms.fulfilment.rejected"), what="two rejections")
-    by_order = {r.fulfilment_order.order_id: r for r in rejected}
-    assert by_order["O-1"].reason_code == "INSUFFICIENT_STOCK"
-    assert {(s.sku, s.quantity) for s in by_order["O-1"].shortages} == {("A", 1), ("B", 1)}
-    assert by_order["O-2"].reason_code == "UNKNOWN_WAREHOUSE"
-    fo = await order(stub, "O-1")
-    assert fo.status == S.FULFILMENT_STATUS_REJECTED and milestones(fo) == [S.FULFILMENT_STATUS_REJECTED]
-    assert await positions(stub, "A") == {"A": (1, 0, 1)}
-    assert not log.of("wms.fulfilment.allocated")
-
-
-async def test_backorders_are_allocated_first_come_first_served(wms, nc, events):
+async def test_the_grpc_api_answers_and_refuses_with_status_details(wms, nc, events):
     stub = await wms(**MANUAL)
     log = await events(["wms.fulfilment.>"])
-    await receive(stub, "R-1", C=2)
-    await create(nc, "O-1", C=3)
-    await eventually(lambda: of_order(log, "wms.fulfilment.backordered", "O-1"), what="O-1 backordered")
-    await create(nc, "O-2", wms_pb2.SHORTAGE_POLICY_UNSPECIFIED, C=3)
-    back = await eventually(lambda: of_order(log, "wms.fulfilment.backordered", "O-2"), what="O-2 backordered")
-    assert [(s.sku, s.quantity) for s in back[0].shortages] == [("C", 1)]
-    assert await positions(stub, "C") == {"C": (2, 0, 1)}
+    err = await rpc_error(stub.ReceiveStock(wms_pb2.ReceiveStockRequest(
+        warehouse_id=WH, lines=[SkuQuantity(sku="A", quantity=0), SkuQuantity(sku="A", quantity=1)])))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert {v.field for v in detail(err, error_details_pb2.BadRequest).field_violations} == {
+        "receipt_id", "lines[0].quantity", "lines[1].sku"}
+    err = await rpc_error(stub.ReceiveStock(wms_pb2.ReceiveStockRequest(
+        receipt_id="R-X", warehouse_id="NOPE", lines=[SkuQuantity(sku="A", quantity=1)])))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert detail(err, error_details_pb2.ResourceInfo).resource_name == "NOPE"
+    err = await rpc_error(stub.UpsertWarehouse(wms_pb2.UpsertWarehouseRequest()))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    err = await rpc_error(stub.GetFulfilmentOrder(wms_pb2.GetFulfilmentOrderRequest(order_id="O-?")))
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    err = await rpc_error(stub.ListInventory(wms_pb2.ListInventoryRequest(page_token="junk")))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    listed = await stub.ListWarehouses(wms_pb2.ListWarehousesRequest())
+    assert [(w.warehouse_id, w.name, w.address.country_code) for w in listed.warehouses] == [
+        (WH, "Main", "US")]
 
-    await receive(stub, "R-2", C=2)  # 4 units: enough for the first only
-    first, second = await order(stub, "O-1"), await order(stub, "O-2")
-    assert first.status == S.FULFILMENT_STATUS_ALLOCATED
-    assert milestones(first) == [S.FULFILMENT_STATUS_BACKORDERED, S.FULFILMENT_STATUS_ALLOCATED]
-    assert second.status == S.FULFILMENT_STATUS_BACKORDERED
-    assert await positions(stub, "C") == {"C": (4, 3, 2)}
-    await eventually(lambda: of_order(log, "wms.fulfilment.allocated", "O-1"), what="O-1 allocated")
-
-    # Cancelling the first releases its allocation, which serves the second.
-    await publish(nc, "cmd.wms.fulfilment.cancel", wms_msgs.CancelFulfilment(order_id="O-1", reason="customer"))
-    cancelled = await eventually(lambda: of_order(log, "wms.fulfilment.cancelled", "O-1"), what="cancelled")
-    assert cancelled[0].fulfilment_order.status == S.FULFILMENT_STATUS_CANCELLED
-    assert cancelled[0].reason == "customer"
-    await eventually(lambda: of_order(log, "wms.fulfilment.allocated", "O-2"), what="O-2 allocated")
-    assert await positions(stub, "C") == {"C": (4, 3, 2)}
-
-
-async def test_cancel_releases_allocation_and_answers_every_case(wms, nc, events):
-    stub = await wms(**MANUAL)
-    log = await events(["wms.fulfilment.>"])
     await receive(stub, "R-1", A=5)
+    page = await stub.ListInventory(wms_pb2.ListInventoryRequest(page_size=1))
+    assert [(p.sku, p.on_hand) for p in page.positions] == [("A", 5)]
     await create(nc, "O-1", A=2)
     await eventually(lambda: of_order(log, "wms.fulfilment.allocated", "O-1"), what="allocated")
-    assert await positions(stub, "A") == {"A": (5, 2, 1)}
-    for order_id in ("O-1", "O-1", "O-?"):
-        await publish(nc, "cmd.wms.fulfilment.cancel", wms_msgs.CancelFulfilment(order_id=order_id))
-    await eventually(lambda: len(log.of("wms.fulfilment.cancelled")) == 3, what="three cancellations")
-    first, again = of_order(log, "wms.fulfilment.cancelled", "O-1")
-    assert first.fulfilment_order.status == again.fulfilment_order.status == S.FULFILMENT_STATUS_CANCELLED
-    [unknown] = of_order(log, "wms.fulfilment.cancelled", "O-?")
-    assert unknown.fulfilment_order == wms_pb2.FulfilmentOrder(order_id="O-?")
-    assert await positions(stub, "A") == {"A": (5, 0, 1)}
-
-
-async def test_milestone_rpcs_with_the_autopilot_off(wms, nc, events):
-    stub = await wms(**MANUAL)
-    log = await events(["wms.fulfilment.>"])
-    await receive(stub, "R-1", A=5)
-    await create(nc, "O-1", A=2)
-    await eventually(lambda: of_order(log, "wms.fulfilment.allocated", "O-1"), what="allocated")
-
+    # The handheld tools: each milestone RPC answers the fulfilment as it is now, or why not.
     err = await rpc_error(stub.ConfirmPack(wms_pb2.ConfirmPackRequest(order_id="O-1")))
     assert err.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert detail(err, error_details_pb2.ErrorInfo).reason == "FULFILMENT_NOT_PICKED"
@@ -290,6 +185,9 @@ async def test_milestone_rpcs_with_the_autopilot_off(wms, nc, events):
     assert (violation.type, violation.subject) == ("FULFILMENT_NOT_PICKED", "fulfilments/O-1")
     err = await rpc_error(stub.ConfirmPick(wms_pb2.ConfirmPickRequest(order_id="O-?")))
     assert err.code() == grpc.StatusCode.NOT_FOUND
+    err = await rpc_error(stub.ConfirmPick(wms_pb2.ConfirmPickRequest(
+        order_id="O-1", picked_lines=[SkuQuantity(sku="Z", quantity=1)])))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     picked = await stub.ConfirmPick(wms_pb2.ConfirmPickRequest(order_id="O-1"))
     assert picked.fulfilment_order.status == S.FULFILMENT_STATUS_PICKED
@@ -297,20 +195,32 @@ async def test_milestone_rpcs_with_the_autopilot_off(wms, nc, events):
     assert packed.fulfilment_order.package_weight_grams == 1234
     err = await rpc_error(stub.ConfirmShip(wms_pb2.ConfirmShipRequest(order_id="O-1")))
     assert detail(err, error_details_pb2.ErrorInfo).reason == "NO_SHIPMENT_ASSIGNED"
-
     await publish(nc, "cmd.wms.fulfilment.assign_shipment", wms_msgs.AssignShipment(
         order_id="O-1", shipment_id="SHP-1", carrier_id="FAST", tracking_number="FAS1"))
     await eventually(lambda: has_status(stub, "O-1", S.FULFILMENT_STATUS_LABELLED), what="labelled")
-    await publish(nc, "cmd.wms.fulfilment.cancel", wms_msgs.CancelFulfilment(order_id="O-1"))
-    refused = await eventually(lambda: of_order(log, "wms.fulfilment.cancel_refused", "O-1"), what="refusal")
-    assert refused[0].fulfilment_order.status == S.FULFILMENT_STATUS_LABELLED
-
     shipped = await stub.ConfirmShip(wms_pb2.ConfirmShipRequest(order_id="O-1"))
     assert shipped.fulfilment_order.status == S.FULFILMENT_STATUS_SHIPPED
     assert await positions(stub, "A") == {"A": (3, 0, 2)}
     err = await rpc_error(stub.ConfirmShip(wms_pb2.ConfirmShipRequest(order_id="O-1")))
     assert detail(err, error_details_pb2.ErrorInfo).reason == "FULFILMENT_SHIPPED"
     await eventually(lambda: of_order(log, "wms.fulfilment.shipped", "O-1"), what="shipped event")
+
+
+async def test_a_cancel_that_overtakes_its_create_leaves_the_order_cancelled(wms, nc, events):
+    """The command consumer handles a cancel before its create (a redelivery after a failed
+    first attempt, say): the late create finds the tombstone and allocates nothing."""
+    stub = await wms(**MANUAL)
+    log = await events(["wms.fulfilment.>"])
+    await receive(stub, "R-1", A=5)
+    await publish(nc, "cmd.wms.fulfilment.cancel", wms_msgs.CancelFulfilment(order_id="O-1", reason="customer"),
+                  key="O-1")
+    await create(nc, "O-1", A=2)
+    await create(nc, "O-2", A=1)  # after O-1's create in the same stream: once it is there, so was O-1's
+    await eventually(lambda: of_order(log, "wms.fulfilment.allocated", "O-2"), what="O-2 allocated")
+    assert (await order(stub, "O-1")).status == S.FULFILMENT_STATUS_CANCELLED
+    assert [m.reason for m in of_order(log, "wms.fulfilment.cancelled", "O-1")] == ["customer"]
+    assert not of_order(log, "wms.fulfilment.allocated", "O-1")
+    assert await positions(stub, "A") == {"A": (5, 1, 1)}
 
 
 async def test_competing_orders_never_oversell(wms, nc):

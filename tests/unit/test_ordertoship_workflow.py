@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import pytest
 
 from crossdock.common.v1.common_pb2 import Address, Money, SkuQuantity
@@ -12,6 +14,7 @@ from crossdock.tms.v1 import messages_pb2 as tms
 from crossdock.tms.v1 import tms_pb2
 from crossdock.wms.v1 import messages_pb2 as wms
 from crossdock.wms.v1 import wms_pb2
+from services.mesh import process
 from services.mesh.errors import InvalidArgument
 from services.ordertoship import workflow
 from services.ordertoship.service import validate_submission
@@ -172,8 +175,9 @@ def test_a_newer_milestone_moves_past_missed_ones_and_a_late_one_is_only_recorde
         fulfilment_order=fulfilment(package_weight_grams=900)))
     assert d.status == "PACKED" and subjects(d) == ["cmd.tms.shipment.book"]
     o.status = "PACKED"
-    for subject, body in [("wms.fulfilment.allocated", wms.FulfilmentAllocated(fulfilment_order=fulfilment())),
-                          ("wms.fulfilment.picked", wms.FulfilmentPicked(fulfilment_order=fulfilment()))]:
+    for subject, body in [
+            ("wms.fulfilment.allocated", wms.FulfilmentAllocated(fulfilment_order=fulfilment())),
+            ("wms.fulfilment.picked", wms.FulfilmentPicked(fulfilment_order=fulfilment()))]:
         late = workflow.react(o, subject, body)
         assert late.status is None and late.commands == []
         assert late.entries and "late" in late.entries[0].detail
@@ -183,3 +187,30 @@ def test_milestones_do_not_move_a_cancelling_order():
     d = workflow.react(order("CANCELLING"), "wms.fulfilment.packed", wms.FulfilmentPacked(
         fulfilment_order=fulfilment(package_weight_grams=900)))
     assert not d.changes_anything
+
+
+def test_the_workflows_names_are_the_contracts_and_a_typo_fails_when_the_module_loads():
+    from services.ordertoship import service
+
+    assert set(service.STATUS.values()) == set(pb.OrderStatus.values()) - {pb.ORDER_STATUS_UNSPECIFIED}
+    assert set(service.ACTION.values()) == set(pb.ResolutionAction.values()) - {0}
+    assert set(service.EXCEPTION_KIND.values()) == set(pb.ExceptionKind.values()) - {0}
+
+    class Status(StrEnum):
+        RELEASED = "RELEASED"
+        SHIPED = "SHIPED"
+
+    with pytest.raises(ValueError, match="SHIPED"):
+        process.proto_numbers(Status, pb.OrderStatus, "ORDER_STATUS_")
+
+
+def test_a_request_id_reused_with_another_body_has_another_fingerprint():
+    req = pb.SubmitOrderRequest(request_id="R1", customer_id="C1", lines=[pb.OrderLine(sku="A", quantity=1)])
+    same = pb.SubmitOrderRequest()
+    same.CopyFrom(req)
+    same.request_id = "R2"  # the id itself is not part of the body
+    other = pb.SubmitOrderRequest()
+    other.CopyFrom(req)
+    other.lines[0].quantity = 2
+    assert process.request_fingerprint(req) == process.request_fingerprint(same)
+    assert process.request_fingerprint(req) != process.request_fingerprint(other)

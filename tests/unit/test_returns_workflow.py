@@ -180,7 +180,8 @@ def test_cancel_compensates_what_was_done():
     assert d.status == "CANCELLED" and subjects(d) == ["cmd.erp.return.cancel"]
     d = workflow.cancel(ret("EXPECTED"), "customer kept it")
     assert d.status == "CANCELLING" and subjects(d) == ["cmd.wms.return.cancel"]
-    d = workflow.react(ret("CANCELLING"), "wms.return.cancelled", wms.ReturnCancelled(return_receipt=receipt()))
+    d = workflow.react(ret("CANCELLING"), "wms.return.cancelled",
+                       wms.ReturnCancelled(return_receipt=receipt()))
     assert d.status == "CANCELLED" and subjects(d) == ["cmd.erp.return.cancel"]
     assert not workflow.cancel(ret("CANCELLED"), "").changes_anything
     with pytest.raises(workflow.NotCancellable):
@@ -212,3 +213,10 @@ def test_a_request_is_checked_for_shape():
     fields = {f for f, _ in info.value.violations}
     assert fields == {"order_id", "lines[0].quantity", "lines[0].reason", "lines[1]",
                       "lines[1].unit_price"}
+
+
+def test_the_workflows_names_are_the_contracts():
+    from services.returns import service
+
+    assert set(service.STATUS.values()) == set(pb.ReturnStatus.values()) - {pb.RETURN_STATUS_UNSPECIFIED}
+    assert set(service.REASON.values()) == set(pb.ReturnReason.values()) - {pb.RETURN_REASON_UNSPECIFIED}

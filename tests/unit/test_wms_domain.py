@@ -61,3 +61,13 @@ def test_package_weight_defaults_to_item_master_then_500g_per_unit():
     assert domain.package_weight(lines, {"A": 200}) == 3 * 200 + 2 * domain.DEFAULT_UNIT_WEIGHT_GRAMS
     assert domain.package_weight(lines, {"A": 200, "B": 50}) == 700
     assert domain.package_weight(lines, {"A": 200}, declared=1234) == 1234
+
+
+def test_a_transfer_out_is_issued_whole_from_available_stock_or_refused_with_why():
+    assert domain.transfer_refusal([("A", 2)], True, "WH1", {"A": 2}) is None
+    assert domain.transfer_refusal([("A", 3), ("B", 1)], True, "WH1", {"A": 2}) == (
+        "INSUFFICIENT_STOCK", "A short by 1, B short by 1")
+    assert domain.transfer_refusal([("A", 1)], False, "WH9", {}) == (
+        "UNKNOWN_WAREHOUSE", "no warehouse 'WH9'")
+    assert domain.transfer_refusal([("A", 0)], False, "WH9", {}) == (
+        "INVALID_LINES", "lines[0].quantity: must be positive")
