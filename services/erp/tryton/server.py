@@ -219,7 +219,11 @@ class TrytonServer:
             stderr=subprocess.STDOUT,
             cwd=self.dir,
         )
-        wait_until(self.answers, timeout, "trytond to answer JSON-RPC", interval=0.2)
+        try:
+            wait_until(self.answers, timeout, "trytond to answer JSON-RPC", interval=0.2)
+        except BaseException:
+            self.kill()  # never left running behind a failed start
+            raise
         return self.url
 
     def answers(self) -> bool:
