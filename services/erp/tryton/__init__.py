@@ -28,6 +28,7 @@ from .settlement import TrytonSettlement
 def tryton_backend(store: Store, settings: Settings) -> ErpBackend:
     erp = TrytonErp(store, settings)
     orders = TrytonOrders(erp)
+    replenishment = TrytonReplenishment(erp)
     return ErpBackend(
         name="tryton",
         master_data=TrytonMasterData(erp),
@@ -36,6 +37,6 @@ def tryton_backend(store: Store, settings: Settings) -> ErpBackend:
         ledger=TrytonLedger(erp),
         returns=TrytonReturns(erp, orders),
         settlement=TrytonSettlement(erp, orders),
-        replenishment=TrytonReplenishment(erp),
-        loops=[ChangeFeed(erp, store).loop()],
+        replenishment=replenishment,
+        loops=[ChangeFeed(erp, store).loop(), replenishment.loop()],
     )

@@ -120,3 +120,25 @@ class Inventory(metaclass=PoolMeta):
     __name__ = "stock.inventory"
 
     crossdock_bookings = fields.One2Many("crossdock.booking", "inventory", "Crossdock bookings")
+
+
+class Replenishment(ModelSQL, ModelView):
+    "Crossdock replenishment"
+
+    __name__ = "crossdock.replenishment"
+
+    # One per WMS replenishment request (Crossdock's planning rule decides purchase or
+    # transfer; the record, its state and its due time are kept here, in Tryton).
+    replenishment_id = fields.Char("Replenishment", required=True)
+    request_id = fields.Char("Request", required=True)
+    kind = fields.Char("Kind", required=True)
+    sku = fields.Char("SKU", required=True)
+    warehouse_id = fields.Char("Warehouse", required=True)
+    source_warehouse_id = fields.Char("Source warehouse")
+    quantity = fields.Integer("Quantity", required=True)
+    status = fields.Char("Status", required=True)
+    position = fields.Integer("Position")
+    reorder_point = fields.Integer("Reorder point")
+    note = fields.Text("Note")
+    due_at = fields.DateTime("Due at")
+    received_at = fields.DateTime("Received at")
