@@ -41,8 +41,9 @@ lint: $(GEN) ## buf lint + ruff
 breaking: $(GEN) ## buf breaking against main
 	$(VENV)/bin/buf breaking --against '.git#branch=main'
 
-run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep serving until Ctrl-C
-	$(VENV)/bin/crossdock up --demo 30
+ERP ?= builtin
+run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep serving until Ctrl-C (ERP=tryton: on Tryton)
+	$(VENV)/bin/crossdock up --demo 30 --erp $(ERP)
 
 test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
 	$(VENV)/bin/ruff check services gateway tests bench
@@ -51,10 +52,13 @@ test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
 test-unit: $(GEN) ## the fast tiers: unit (no I/O) and use cases (in-process, real SQLite), seconds
 	$(VENV)/bin/pytest -q tests/unit tests/usecases
 
+test-tryton: $(GEN) ## the tests of the Tryton ERP backend only (trytond from a prepared template)
+	$(VENV)/bin/pytest -q -m tryton
+
 clean: ## remove the venv, generated code and local data
 	rm -rf $(VENV) gen .data
 
-.PHONY: help setup proto lint breaking run test test-unit clean
+.PHONY: help setup proto lint breaking run test test-unit test-tryton clean
 
 migration: $(GEN) ## autogenerate a migration: make migration SERVICE=erp MSG="add column"
 	$(PY) scripts/new_migration.py $(SERVICE) "$(MSG)"

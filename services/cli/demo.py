@@ -103,12 +103,19 @@ def up(
     short_pick_rate: Annotated[float, typer.Option(
         help="share of autopilot picks that come up one unit short (warehouse exceptions in the demo)",
         min=0, max=1)] = 0.1,
+    erp: Annotated[str, typer.Option(
+        "--erp", help="the ERP's system of record: builtin or tryton (default: CROSSDOCK_ERP_BACKEND, else builtin)",
+    )] = "",
 ) -> None:
     """Start nats-server and every service as its own process, seed, run a demo, keep serving."""
     import shutil
 
     from services.mesh.launcher import Mesh
 
+    if erp:
+        if erp not in ("builtin", "tryton"):
+            raise typer.BadParameter("builtin or tryton", param_hint="--erp")
+        os.environ["CROSSDOCK_ERP_BACKEND"] = erp  # the launcher and every service read it
     settings = load_settings()
     folder = data_dir or settings.data_dir
     if fresh and folder.exists():

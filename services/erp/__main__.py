@@ -14,6 +14,7 @@ from .grpc_api import ErpServicer, ReplenishmentServicer
 from .store import metadata
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+TRYTON_MIGRATIONS = Path(__file__).parent / "tryton" / "migrations"
 
 
 def serve_backend(app: ServiceApp, erp: ErpBackend) -> None:
@@ -34,9 +35,26 @@ def serve_backend(app: ServiceApp, erp: ErpBackend) -> None:
 
 
 def bootstrap(app: ServiceApp) -> None:
-    """The built-in reference ERP (the embedded default)."""
-    serve_backend(app, builtin_backend(app.store, app.settings))
+    """The backend CROSSDOCK_ERP_BACKEND names: the built-in reference ERP (the embedded
+    default) or the adapter to a Tryton server."""
+    if app.settings.erp_backend == "tryton":
+        from .tryton import tryton_backend
+
+        serve_backend(app, tryton_backend(app.store, app.settings))
+    else:
+        serve_backend(app, builtin_backend(app.store, app.settings))
+
+
+def main() -> None:
+    from services.mesh.config import load_settings
+
+    if load_settings().erp_backend == "tryton":
+        from .tryton.store import metadata as adapter_metadata
+
+        run("erp", adapter_metadata, TRYTON_MIGRATIONS, bootstrap)
+    else:
+        run("erp", metadata, MIGRATIONS, bootstrap)
 
 
 if __name__ == "__main__":
-    run("erp", metadata, MIGRATIONS, bootstrap)
+    main()

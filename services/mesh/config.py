@@ -149,6 +149,34 @@ class Settings(BaseSettings):
     # Seconds between the delivery loop's looks for due replenishments.
     erp_replenishment_interval: float = Field(default=0.5, gt=0)
 
+    # ---- the ERP backend (services/erp/backend.py) ----
+    # builtin: the reference ERP with its own store (the embedded default); tryton: the
+    # adapter to a Tryton server (services/erp/tryton/), whose own store then keeps only
+    # outbox/inbox, the id map and its cursors (SQLite erp-tryton.db unless database_url).
+    erp_backend: str = Field(default="builtin", pattern="^(builtin|tryton)$")
+    # Where the adapter reaches trytond (JSON-RPC), its database and the integration users.
+    erp_tryton_url: str = "http://127.0.0.1:8000/"
+    erp_tryton_database: str = "crossdock"
+    erp_tryton_user: str = "crossdock"
+    erp_tryton_credit_user: str = "crossdock-credit"
+    erp_tryton_password: str = "crossdock-erp"
+    # At most this many JSON-RPC calls in flight to Tryton (a burst queues; Tryton is
+    # not overloaded).
+    erp_tryton_max_concurrency: int = Field(default=4, ge=1, le=64)
+    # The launcher's trytond: its database (empty: a SQLite file under data_dir/tryton;
+    # else a PostgreSQL server URL, the database being erp_tryton_database), its
+    # gunicorn workers (0: two per core, at most 4), its port (0: a free one), and a
+    # prepared SQLite file to copy instead of activating modules (tests).
+    erp_tryton_database_url: str = ""
+    erp_tryton_workers: int = Field(default=0, ge=0, le=64)
+    erp_tryton_port: int = Field(default=0, ge=0, le=65535)
+    erp_tryton_template: str = ""
+    # The change feed (Tryton's crossdock_change rows): polled every interval seconds; a
+    # missing id (a transaction not committed yet: PostgreSQL sequences commit out
+    # of order) is waited for this many seconds before it is taken as rolled back.
+    erp_tryton_feed_interval: float = Field(default=0.5, gt=0)
+    erp_tryton_feed_window: float = Field(default=5.0, ge=0)
+
     # ---- shared runtime: batching (services/mesh/bus.py) ----
     # At most this many fetched messages are handled in ONE store transaction
     # (each still claimed in the inbox); 1 = one transaction per message.
@@ -170,6 +198,8 @@ class Settings(BaseSettings):
         return self.grpc_port if self.grpc_port is not None else DEFAULT_PORTS[service]
 
     def store_url(self, service: str) -> str:
+        if service == "erp" and self.erp_backend == "tryton" and not self.database_url:
+            return f"sqlite:///{self.data_dir / 'erp-tryton'}.db"  # the adapter's store
         url = self.database_url or f"sqlite:///{self.data_dir / service}.db"
         return url
 

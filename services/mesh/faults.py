@@ -27,7 +27,9 @@ import time
 import grpc
 
 CRASH_EXIT_CODE = 86
-POINTS = ("after_commit_before_publish", "after_publish_before_delete", "after_effect_before_ack")
+POINTS = ("after_commit_before_publish", "after_publish_before_delete", "after_effect_before_ack",
+          # the ERP adapter: a system of record committed a posting, the message is not acked
+          "tryton_committed_before_ack")
 
 
 def _parse(spec: str) -> dict[str, float]:

@@ -393,6 +393,34 @@ class Mesh:
         self.services: dict[str, ServiceProcess] = {}
         # Fixed ports per service; 0 (the default) picks a free one.
         self.ports = ports or {}
+        # CROSSDOCK_ERP_BACKEND=tryton: a trytond server (services/erp/tryton/server.py)
+        # starts before the services, on its own database, and ERP is its adapter.
+        self.erp_backend = self.extra_env.get("CROSSDOCK_ERP_BACKEND") or os.environ.get(
+            "CROSSDOCK_ERP_BACKEND", "builtin")
+        self.tryton = None
+
+    def start_tryton(self, progress=lambda msg: None) -> None:
+        """trytond for the Tryton ERP backend: database prepared (a template copy or a
+        set-up), then served; its URL goes to the ERP adapter's environment."""
+        from services.erp.tryton.server import TrytonServer
+
+        def setting(name: str, default: str = "") -> str:
+            return self.extra_env.get(name) or os.environ.get(name, default)
+
+        template = setting("CROSSDOCK_ERP_TRYTON_TEMPLATE")
+        self.tryton = TrytonServer(
+            self.data_dir, database=setting("CROSSDOCK_ERP_TRYTON_DATABASE", "crossdock"),
+            database_url=setting("CROSSDOCK_ERP_TRYTON_DATABASE_URL"),
+            port=int(setting("CROSSDOCK_ERP_TRYTON_PORT", "0")),
+            workers=int(setting("CROSSDOCK_ERP_TRYTON_WORKERS", "0")),
+            template=Path(template) if template else None,
+            pg_template=setting("CROSSDOCK_ERP_TRYTON_PG_TEMPLATE"),
+            password=setting("CROSSDOCK_ERP_TRYTON_PASSWORD", "crossdock-erp"))
+        progress("preparing the Tryton database")
+        self.tryton.prepare()
+        progress("starting trytond")
+        self.extra_env["CROSSDOCK_ERP_TRYTON_URL"] = self.tryton.start()
+        self.extra_env["CROSSDOCK_ERP_BACKEND"] = "tryton"
 
     def addr(self, name: str) -> str:
         """The first instance's address."""
@@ -438,6 +466,8 @@ class Mesh:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         progress("starting nats-server")
         self.nats.start()
+        if self.erp_backend == "tryton" and self.tryton is None:
+            self.start_tryton(progress)
         # System services first: the process services need their addresses.
         for name in SERVICES:
             for i in range(1, self.replicas + 1):
@@ -470,6 +500,8 @@ class Mesh:
         # The process services first, the broker last.
         for name in reversed(list(self.services)):
             self.services[name].stop()
+        if self.tryton is not None:
+            self.tryton.stop()
         self.nats.stop()
 
     def __enter__(self) -> Mesh:

@@ -120,3 +120,33 @@ async def nc_mesh(mesh):
     conn = await nats.connect(mesh.nats.url)
     yield conn
     await conn.close()
+
+
+# ---- the ERP backend (CROSSDOCK_ERP_BACKEND): the same mesh on Tryton ----
+
+def tryton_mesh_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a mesh whose ERP is the Tryton adapter, its trytond started
+    by the launcher from the prepared template (no module activation per test)."""
+    from tests.tryton_support import tryton_template
+
+    return {**FAST, "CROSSDOCK_ERP_BACKEND": "tryton",
+            "CROSSDOCK_ERP_TRYTON_TEMPLATE": "" if (env or {}).get("CROSSDOCK_ERP_TRYTON_PG_TEMPLATE")
+            else str(tryton_template()),
+            "CROSSDOCK_ERP_TRYTON_FEED_INTERVAL": "0.2", **(env or {})}
+
+
+def start_tryton_mesh(tmp_path_factory, env: dict[str, str] | None = None, database_urls=None) -> Mesh:
+    mesh = Mesh(tmp_path_factory.mktemp("mesh"), env=tryton_mesh_env(env), database_urls=database_urls)
+    try:
+        mesh.start()
+    except BaseException:
+        mesh.stop()
+        raise
+    return mesh
+
+
+async def tryton_books(mesh: Mesh):
+    """Tryton's own records (JSON-RPC, as the integration user), to check the contract's figures."""
+    from services.erp.tryton.rpc import Tryton
+
+    return Tryton(mesh.tryton.url, mesh.tryton.database, "crossdock", "crossdock-erp")
