@@ -173,6 +173,8 @@ class AuditEntryOut(BaseModel):
     status: int
     outcome: str
     trace_id: str
+    actor: str = Field(default="", description="the person (console), else empty")
+    detail: str = Field(default="", description="their note or reason (console), else empty")
 
 
 class AuditPage(BaseModel):
@@ -331,7 +333,8 @@ def create_app(core) -> FastAPI:
             response = await call_next(request)
         except Problem as p:
             response = problem_response(p, request.url.path)
-        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and not request.url.path.startswith(
+                "/console"):  # the console audits its own (with the person's name)
             route = request.scope.get("route")
             await gov.audit(
                 client=getattr(request.state, "client", None), transport="http", method=request.method,
