@@ -16,6 +16,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from crossdock.admin.v1 import admin_pb2_grpc, api_clients_pb2_grpc, users_pb2_grpc
+from crossdock.erp.v1 import replenishment_pb2_grpc
 from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
 from crossdock.reconciliation.v1 import reconciliation_pb2_grpc
 from crossdock.returns.v1 import returns_pb2_grpc
@@ -24,6 +25,7 @@ from services.mesh.app import ServiceApp, run
 from . import http_api
 from .admin_api import ApiClientServicer
 from .console import site as console_site
+from .console.sampler import Sampler
 from .governance import Governance
 from .grpc_edge import Edge, OrderToShipEdge, ReturnsEdge
 from .guard import Guard
@@ -61,6 +63,15 @@ class Core:
     @cached_property
     def tms(self) -> Any:
         return self.app.clients.tms
+
+    @cached_property
+    def erp(self) -> Any:
+        return self.app.clients.erp
+
+    @cached_property
+    def replenishment(self) -> Any:
+        return self.app.clients.stub_of("erp", replenishment_pb2_grpc.ReplenishmentServiceStub,
+                                        "crossdock.erp.v1.ReplenishmentService")
 
     @cached_property
     def dead_letters(self) -> Any:
@@ -127,6 +138,8 @@ def bootstrap(app: ServiceApp, guard: Guard) -> None:
                      UserServicer(app.store), "crossdock.admin.v1.UserService")
     fastapi_app = http_api.create_app(core)
     # The operations console, on the same process and the same downstream APIs.
+    core.sampler = Sampler(app.settings)
+    app.add_loop(core.sampler.run)
     fastapi_app.mount("/console", console_site.build(core))
 
     async def http_server(stopping: asyncio.Event) -> None:

@@ -111,7 +111,7 @@ def add(app: FastAPI, web: Web) -> None:
                 "policy": ots.ExceptionPolicy.Name(order.exception_policy).removeprefix("EXCEPTION_POLICY_")}
 
     async def _customer(customer_id: str):
-        r = await core.app.clients.erp.GetCustomer(erp_pb2.GetCustomerRequest(customer_id=customer_id))
+        r = await core.erp.GetCustomer(erp_pb2.GetCustomerRequest(customer_id=customer_id))
         return r.customer
 
     @app.get("/orders/{order_id}")

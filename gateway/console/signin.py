@@ -29,7 +29,7 @@ def add(app: FastAPI, web: Web) -> None:
     def sign_in_page(request: Request, status: int = 200, error: str = "", username: str = "",
                      target: str = "/console/orders"):
         token = secrets.token_urlsafe(24)
-        response = web.page(request, "sign_in.html", status=status, error=error, username=username,
+        response = web.page(request, "sign_in.html", code=status, error=error, username=username,
                             target=target, form_token=token,
                             why=words.SIGN_IN_WHY.get(request.query_params.get("why", ""), ""))
         response.set_cookie(SIGN_IN_COOKIE, token, max_age=3600, **cookie_flags(request))

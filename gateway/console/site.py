@@ -11,6 +11,7 @@ VIEWS = [signin.add]
 
 
 def build(core) -> FastAPI:
-    from . import orders
+    from . import audit, deadletters, exceptions, health, inventory, orders
 
-    return create_app(core, [*VIEWS, orders.add])
+    return create_app(core, [*VIEWS, orders.add, exceptions.add, deadletters.add, inventory.add, health.add,
+                             audit.add])

@@ -114,14 +114,14 @@ class Web:
 
     # ---- pages ----
 
-    def page(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    def page(self, request: Request, template: str, code: int = 200, **context: Any) -> HTMLResponse:
         reader: Reader | None = getattr(request.state, "reader", None)
         zone = reader.zone if reader else ZoneInfo("UTC")
         context.setdefault("notice", words.NOTICES.get(request.query_params.get("notice", ""), ""))
         return self.templates.TemplateResponse(request, template, {
             "reader": reader, "nav": words.nav(reader.person) if reader else [], "zone": zone,
             "when": lambda ts, z=zone: words.when(ts, z), "ago": words.ago,
-            "idem": lambda: secrets.token_urlsafe(16), **context}, status_code=status)
+            "idem": lambda: secrets.token_urlsafe(16), **context}, status_code=code)
 
     # ---- who is asking ----
 
@@ -234,7 +234,7 @@ def create_app(core, views: list[Callable[[FastAPI, Web], None]]) -> FastAPI:
     def error_page(request: Request, status: int, title: str, message: str) -> HTMLResponse:
         if request.headers.get("hx-request"):
             return HTMLResponse(f'<p class="error" role="alert">{_esc(message)}</p>', status_code=status)
-        return web.page(request, "error.html", status=status, title=title, message=message,
+        return web.page(request, "error.html", code=status, title=title, message=message,
                         trace_id=getattr(request.state, "trace_id", ""))
 
     @app.exception_handler(SignInRequired)
