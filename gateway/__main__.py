@@ -15,7 +15,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from crossdock.admin.v1 import admin_pb2_grpc, api_clients_pb2_grpc
+from crossdock.admin.v1 import admin_pb2_grpc, api_clients_pb2_grpc, users_pb2_grpc
+from crossdock.erp.v1 import replenishment_pb2_grpc
 from crossdock.ordertoship.v1 import order_to_ship_pb2_grpc
 from crossdock.reconciliation.v1 import reconciliation_pb2_grpc
 from crossdock.returns.v1 import returns_pb2_grpc
@@ -23,11 +24,14 @@ from services.mesh.app import ServiceApp, run
 
 from . import http_api
 from .admin_api import ApiClientServicer
+from .console import site as console_site
+from .console.sampler import Sampler
 from .governance import Governance
 from .grpc_edge import Edge, OrderToShipEdge, ReturnsEdge
 from .guard import Guard
 from .problems import PROBLEM_MEDIA, Problem
 from .store import metadata
+from .users_api import UserServicer
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -59,6 +63,15 @@ class Core:
     @cached_property
     def tms(self) -> Any:
         return self.app.clients.tms
+
+    @cached_property
+    def erp(self) -> Any:
+        return self.app.clients.erp
+
+    @cached_property
+    def replenishment(self) -> Any:
+        return self.app.clients.stub_of("erp", replenishment_pb2_grpc.ReplenishmentServiceStub,
+                                        "crossdock.erp.v1.ReplenishmentService")
 
     @cached_property
     def dead_letters(self) -> Any:
@@ -121,7 +134,13 @@ def bootstrap(app: ServiceApp, guard: Guard) -> None:
                      ReturnsEdge(edge), "crossdock.returns.v1.ReturnsService")
     app.add_servicer(api_clients_pb2_grpc.add_ApiClientServiceServicer_to_server,
                      ApiClientServicer(app.store), "crossdock.admin.v1.ApiClientService")
+    app.add_servicer(users_pb2_grpc.add_UserServiceServicer_to_server,
+                     UserServicer(app.store), "crossdock.admin.v1.UserService")
     fastapi_app = http_api.create_app(core)
+    # The operations console, on the same process and the same downstream APIs.
+    core.sampler = Sampler(app.settings)
+    app.add_loop(core.sampler.run)
+    fastapi_app.mount("/console", console_site.build(core))
 
     async def http_server(stopping: asyncio.Event) -> None:
         sock = bind_http(app)

@@ -202,20 +202,28 @@ class Governance:
     # ---- audit ----
 
     async def audit(self, *, client: ApiClient | None, transport: str, method: str, route: str,
-                    resource: str, status: int, outcome: str, trace_id: str) -> None:
+                    resource: str, status: int, outcome: str, trace_id: str, actor: str = "",
+                    detail: str = "") -> None:
+        """``client``: an API client, or a console person (``users.Person``: the same
+        ``client_id``/``channel``); ``actor``: the person's name; ``detail``: their note or reason."""
         async with self.store.transaction() as tx:
             await tx.conn.execute(insert(audit_log).values(
                 at=utcnow(), client_id=client.client_id if client else "",
                 channel=client.channel if client else "", transport=transport, method=method,
                 route=route, resource=resource[:128], status=status, outcome=outcome[:64],
-                trace_id=trace_id))
+                trace_id=trace_id, actor=actor[:200], detail=detail[:2000]))
 
-    async def audit_page(self, *, limit: int, before_id: int | None, client_id: str) -> list[dict]:
+    async def audit_page(self, *, limit: int, before_id: int | None, client_id: str,
+                         transport: str = "", resource: str = "") -> list[dict]:
         q = select(audit_log).order_by(audit_log.c.id.desc()).limit(limit)
         if before_id is not None:
             q = q.where(audit_log.c.id < before_id)
         if client_id:
             q = q.where(audit_log.c.client_id == client_id)
+        if transport:
+            q = q.where(audit_log.c.transport == transport)
+        if resource:
+            q = q.where(audit_log.c.resource == resource)
         async with self.store.read() as conn:
             rows = (await conn.execute(q)).mappings().all()
         return [dict(r) for r in rows]

@@ -53,6 +53,7 @@ _OTS = "/crossdock.ordertoship.v1.OrderToShipService/"
 _RET = "/crossdock.returns.v1.ReturnsService/"
 _DLQ = "/crossdock.admin.v1.DeadLetterService/"
 _CLIENTS = "/crossdock.admin.v1.ApiClientService/"
+_USERS = "/crossdock.admin.v1.UserService/"
 
 POLICIES: dict[str, Policy] = {
     _OTS + "SubmitOrder": Policy("orders:write", audited=True),
@@ -66,10 +67,13 @@ POLICIES: dict[str, Policy] = {
     _OTS + "ResolveException": ADMIN_WRITE,
     _OTS + "SetExceptionPolicy": ADMIN_WRITE,
     _OTS + "ListExceptionPolicies": ADMIN_READ,
+    # Timeline notes are the console's own (written for a person): not forwarded either.
+    _OTS + "AddTimelineNote": ADMIN_WRITE,
     _RET + "CreateReturn": Policy("returns:write", audited=True),
     _RET + "GetReturn": Policy("returns:read"),
     _RET + "ListReturns": Policy("returns:read"),
     _RET + "CancelReturn": Policy("returns:write", audited=True),
+    _RET + "AddTimelineNote": ADMIN_WRITE,
     _DLQ + "ListDeadLetters": ADMIN_READ,
     _DLQ + "GetDeadLetter": ADMIN_READ,
     _DLQ + "ReplayDeadLetter": ADMIN_WRITE,
@@ -77,6 +81,10 @@ POLICIES: dict[str, Policy] = {
     _CLIENTS + "CreateApiClient": ADMIN_WRITE,
     _CLIENTS + "ListApiClients": ADMIN_READ,
     _CLIENTS + "RevokeApiClient": ADMIN_WRITE,
+    _USERS + "CreateUser": ADMIN_WRITE,
+    _USERS + "ListUsers": ADMIN_READ,
+    _USERS + "DisableUser": ADMIN_WRITE,
+    _USERS + "ResetPassword": ADMIN_WRITE,
     # Probes and the schema: what /healthz and /openapi.json are over HTTP.
     "/grpc.health.v1.Health/Check": PUBLIC,
     "/grpc.health.v1.Health/Watch": PUBLIC,
@@ -113,7 +121,7 @@ class QuotaExceeded(DomainError):
 _caller: ContextVar[ApiClient | None] = ContextVar("caller", default=None)
 _resource: ContextVar[str] = ContextVar("resource", default="")
 
-_RESOURCE_FIELDS = ("order_id", "return_id", "dead_letter_id", "client_id")
+_RESOURCE_FIELDS = ("order_id", "return_id", "dead_letter_id", "client_id", "username", "exception_id")
 
 
 def caller() -> ApiClient:

@@ -26,7 +26,7 @@ from crossdock.returns.v1 import returns_pb2 as rpb
 from crossdock.tms.v1 import tms_pb2
 from crossdock.wms.v1 import wms_pb2
 
-from . import convert
+from . import convert, operations
 from .governance import ApiClient, fingerprint, trace_id_from
 from .problems import PROBLEM_MEDIA, Problem, bad_page_token, from_grpc, not_found, responses
 from .validation import CONTROL_MESSAGE, has_control_characters
@@ -173,11 +173,88 @@ class AuditEntryOut(BaseModel):
     status: int
     outcome: str
     trace_id: str
+    actor: str = Field(default="", description="the person (console), else empty")
+    detail: str = Field(default="", description="their note or reason (console), else empty")
 
 
 class AuditPage(BaseModel):
     entries: list[AuditEntryOut]
     next_before: int | None = Field(description="pass as `before` for the next (older) page")
+
+
+ExceptionKindName = Literal["SHORT_PICK", "DAMAGED", "STOCK_DISCREPANCY", "CARRIER_FAILED"]
+ActionName = Literal["SHIP_PARTIAL", "CANCEL_LINES", "CANCEL_ORDER", "RETRY", "REASSIGN_CARRIER"]
+
+
+class SkuQuantityOut(BaseModel):
+    sku: str
+    quantity: int
+
+
+class ExceptionOut(BaseModel):
+    exception_id: str
+    order_id: str
+    customer_id: str
+    kind: str
+    status: str
+    lines: list[SkuQuantityOut]
+    detail: str
+    wave: int
+    raise_time: str
+    policy: str
+    action: str
+    resolved_by: str
+    note: str
+    resolve_time: str | None
+
+
+class ExceptionPage(BaseModel):
+    exceptions: list[ExceptionOut]
+    next_page_token: str
+
+
+class ResolveIn(Strict):
+    action: ActionName
+    note: str = Field(default="", max_length=500)
+    carrier_id: IdStr | None = Field(default=None, description="for REASSIGN_CARRIER")
+
+
+class ExceptionFilterIn(Strict):
+    kind: ExceptionKindName | None = None
+    customer_id: IdStr | None = None
+    warehouse_id: IdStr | None = None
+    older_than_minutes: int = Field(default=0, ge=0, le=525_600)
+
+
+class ResolveManyIn(ResolveIn):
+    filter: ExceptionFilterIn = Field(default_factory=ExceptionFilterIn)
+
+
+class SkippedOut(BaseModel):
+    exception_id: str
+    reason: str
+
+
+class ResolveManyOut(BaseModel):
+    resolved: list[str]
+    skipped: list[SkippedOut]
+
+
+class PolicyRuleOut(BaseModel):
+    scope: Literal["default", "customer", "channel"]
+    key: str
+    policy: str
+
+
+class PolicyRulesOut(BaseModel):
+    rules: list[PolicyRuleOut]
+
+
+class PolicyIn(Strict):
+    scope: Literal["default", "customer", "channel"]
+    key: IdStr | None = Field(default=None, description="the customer or channel (not for the default)")
+    policy: Literal["SHIP_PARTIAL", "HOLD", "CANCEL_LINES"] | None = Field(
+        default=None, description="none removes the customer's or channel's own policy")
 
 
 class HealthOut(BaseModel):
@@ -331,7 +408,8 @@ def create_app(core) -> FastAPI:
             response = await call_next(request)
         except Problem as p:
             response = problem_response(p, request.url.path)
-        if request.method in ("POST", "PUT", "PATCH", "DELETE"):
+        if request.method in ("POST", "PUT", "PATCH", "DELETE") and not request.url.path.startswith(
+                "/console"):  # the console audits its own (with the person's name)
             route = request.scope.get("route")
             await gov.audit(
                 client=getattr(request.state, "client", None), transport="http", method=request.method,
@@ -602,6 +680,102 @@ def create_app(core) -> FastAPI:
         return {"run_id": run.run_id, "repair": run.repair, "positions_checked": run.positions_checked,
                 "in_flight": run.in_flight, "drift_count": run.drift_count,
                 "repaired_count": run.repaired_count}
+
+    # ---- the exception work list (operations: internal clients only) ----
+
+    def exception_out(e: ots.OrderException) -> dict:
+        def name(enum, value, prefix):
+            return enum.Name(value).removeprefix(prefix) if value else ""
+
+        return {"exception_id": e.exception_id, "order_id": e.order_id, "customer_id": e.customer_id,
+                "kind": name(ots.ExceptionKind, e.kind, "EXCEPTION_KIND_"),
+                "status": name(ots.ExceptionStatus, e.status, "EXCEPTION_STATUS_"),
+                "lines": [{"sku": ln.sku, "quantity": ln.quantity} for ln in e.lines], "detail": e.detail,
+                "wave": e.wave, "raise_time": convert._ts(e.raise_time),
+                "policy": name(ots.ExceptionPolicy, e.policy, "EXCEPTION_POLICY_"),
+                "action": name(ots.ResolutionAction, e.action, "RESOLUTION_ACTION_"),
+                "resolved_by": e.resolved_by, "note": e.note,
+                "resolve_time": convert._ts(e.resolve_time) if e.HasField("resolve_time") else None}
+
+    @app.get("/v1/admin/exceptions", response_model=ExceptionPage, tags=["admin"],
+             responses={**AUTH, **responses(400, 422), **UPSTREAM})
+    async def list_exceptions(page_size: int = page_size_q(), page_token: PageToken = "",
+                              status: Literal["OPEN", "RESOLVED"] | None = None,
+                              kind: ExceptionKindName | None = None,
+                              customer_id: Annotated[str | None, Query(pattern=ID)] = None,
+                              warehouse_id: Annotated[str | None, Query(pattern=ID)] = None,
+                              order_id: Annotated[str | None, Query(pattern=ID)] = None,
+                              older_than_minutes: Annotated[int, Query(ge=0, le=525_600)] = 0,
+                              client: ApiClient = require("admin", internal=True)):
+        check_page_token(page_token)
+        req = operations.ExceptionFilter(kind=kind or "", customer_id=customer_id or "",
+                                         warehouse_id=warehouse_id or "", older_than_minutes=older_than_minutes,
+                                         status=status or "").request(page_size, page_token)
+        req.order_id = order_id or ""
+        r = await call(core.ots.ListExceptions(req))
+        return {"exceptions": [exception_out(e) for e in r.exceptions], "next_page_token": r.next_page_token}
+
+    @app.get("/v1/admin/exceptions/{exception_id:rid}", response_model=ExceptionOut, tags=["admin"],
+             responses={**AUTH, **responses(404), **UPSTREAM})
+    async def get_exception(exception_id: Annotated[str, Path(max_length=64)],
+                            client: ApiClient = require("admin", internal=True)):
+        r = await call(core.ots.GetException(ots.GetExceptionRequest(exception_id=exception_id)),
+                       "exception", exception_id)
+        return exception_out(r.exception)
+
+    @app.post("/v1/admin/exceptions/{exception_id:rid}:resolve", response_model=ExceptionOut, tags=["admin"],
+              responses={**AUTH, **responses(404, 409, 422), **UPSTREAM})
+    async def resolve_exception(request: Request, exception_id: Annotated[str, Path(max_length=64)],
+                                body: ResolveIn, client: ApiClient = require("admin", internal=True)):
+        request.state.resource = exception_id
+        r = await call(core.ots.ResolveException(ots.ResolveExceptionRequest(
+            exception_id=exception_id, resolved_by=client.name or client.client_id, note=body.note,
+            carrier_id=body.carrier_id or "",
+            action=ots.ResolutionAction.Value(f"RESOLUTION_ACTION_{body.action}"))), "exception", exception_id)
+        return exception_out(r.exception)
+
+    @app.post("/v1/admin/exceptions:resolve", response_model=ResolveManyOut, tags=["admin"],
+              responses={**AUTH, **responses(422), **UPSTREAM})
+    async def resolve_exceptions(request: Request, body: ResolveManyIn,
+                                 client: ApiClient = require("admin", internal=True)):
+        """Resolve every open exception the filter finds with one action (those it does not fit are
+        skipped, with the reason)."""
+        f = body.filter
+        try:
+            result = await operations.resolve_many(
+                core.ots, operations.ExceptionFilter(kind=f.kind or "", customer_id=f.customer_id or "",
+                                                     warehouse_id=f.warehouse_id or "",
+                                                     older_than_minutes=f.older_than_minutes),
+                action=body.action, resolved_by=client.name or client.client_id, note=body.note,
+                carrier_id=body.carrier_id or "")
+        except Exception as err:  # noqa: BLE001
+            raise from_grpc(err) from None
+        request.state.resource = f"{len(result.resolved)} resolved"
+        return {"resolved": result.resolved,
+                "skipped": [{"exception_id": i, "reason": why} for i, why in result.skipped]}
+
+    @app.get("/v1/admin/exception-policies", response_model=PolicyRulesOut, tags=["admin"],
+             responses={**AUTH, **UPSTREAM})
+    async def exception_policies(client: ApiClient = require("admin", internal=True)):
+        r = await call(core.ots.ListExceptionPolicies(ots.ListExceptionPoliciesRequest()))
+        return {"rules": [{"scope": x.scope, "key": x.key,
+                           "policy": ots.ExceptionPolicy.Name(x.policy).removeprefix("EXCEPTION_POLICY_")}
+                          for x in r.rules]}
+
+    @app.put("/v1/admin/exception-policies", response_model=PolicyRuleOut, tags=["admin"],
+             responses={**AUTH, **responses(422), **UPSTREAM})
+    async def set_exception_policy(request: Request, body: PolicyIn,
+                                   client: ApiClient = require("admin", internal=True)):
+        if (body.scope == "default") != (body.key is None) or (body.scope == "default" and body.policy is None):
+            raise Problem(422, "invalid-request", "the default takes a policy and no key; a customer or "
+                          "channel takes its key", errors=[{"field": "key", "description": "see detail"}])
+        request.state.resource = f"{body.scope}:{body.key or ''}"
+        r = await call(core.ots.SetExceptionPolicy(ots.SetExceptionPolicyRequest(
+            customer_id=body.key if body.scope == "customer" else "",
+            channel=body.key if body.scope == "channel" else "",
+            policy=ots.ExceptionPolicy.Value(f"EXCEPTION_POLICY_{body.policy}") if body.policy else 0)))
+        return {"scope": r.rule.scope, "key": r.rule.key,
+                "policy": ots.ExceptionPolicy.Name(r.rule.policy).removeprefix("EXCEPTION_POLICY_")}
 
     @app.get("/v1/admin/audit", response_model=AuditPage, tags=["admin"],
              responses={**AUTH, **responses(422)})

@@ -1,4 +1,5 @@
-"""Gateway store: API clients (hashed keys), idempotency records, the audit log."""
+"""Gateway store: API clients (hashed keys), idempotency records, the audit log, and the
+console's people (argon2id password hashes), their sessions and failed sign-ins."""
 
 from __future__ import annotations
 
@@ -71,4 +72,48 @@ audit_log = Table(
     Column("status", Integer, nullable=False),
     Column("outcome", String(64), nullable=False),
     Column("trace_id", String(32), nullable=False, default=""),
+    # The person who acted (console): their display name; and what they wrote (a note, a reason).
+    Column("actor", String(200), nullable=False, default="", server_default=""),
+    Column("detail", Text, nullable=False, default="", server_default=""),
+)
+
+# The people who sign in to the console. Only an argon2id hash of the password is kept.
+users = Table(
+    "users",
+    metadata,
+    Column("username", String(64), primary_key=True),
+    Column("display_name", String(200), nullable=False),
+    # customer-service, supply-chain, operations, admin (gateway/users.py ROLES)
+    Column("role", String(32), nullable=False),
+    # Bound to this customer (sees only its records); empty = every customer.
+    Column("customer_id", String(64), nullable=False, default=""),
+    Column("password_hash", String(200), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("password_changed_at", DateTime(timezone=True), nullable=False),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("last_sign_in_at", DateTime(timezone=True), nullable=True),
+)
+
+# A signed-in person: the cookie holds a random token, the store only its SHA-256.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("username", String(64), nullable=False, index=True),
+    # The synchronizer token every state-changing form carries.
+    Column("csrf_token", String(64), nullable=False),
+    # The reader's IANA time zone (from the browser at sign-in), for every time shown.
+    Column("time_zone", String(64), nullable=False, default="UTC"),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_seen_at", DateTime(timezone=True), nullable=False),
+)
+
+# Failed sign-ins, per username and per address, for throttling (old rows are pruned).
+sign_in_failures = Table(
+    "sign_in_failures",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("username", String(64), nullable=False, index=True),
+    Column("address", String(64), nullable=False, index=True),
+    Column("at", DateTime(timezone=True), nullable=False),
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from . import clients, demo, dlq, erp, exceptions, finance, orders, replenishment, returns, status
+from . import clients, demo, dlq, erp, exceptions, finance, orders, replenishment, returns, status, users
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
 # Commands of the root: up, seed, demo; submit, order, orders, cancel, stock; reconcile; status, trace.
@@ -21,6 +21,7 @@ app.add_typer(finance.export_app, name="export")
 app.add_typer(replenishment.app, name="replenishment")
 app.add_typer(clients.app, name="clients")
 app.add_typer(erp.app, name="erp")
+app.add_typer(users.app, name="users")
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from rich.table import Table
 from crossdock.ordertoship.v1 import order_to_ship_pb2 as pb
 from services.mesh.config import SERVICES, load_settings
 
-from . import reference_data, replenishment, returns, workload
+from . import reference_data, replenishment, returns, users, workload
 from .orders import status_name
 from .rpc import Stubs, console, run
 
@@ -142,6 +142,11 @@ def up(
                           f"{mesh.data_dir / 'operator.token'} (mode 0600): API keys with "
                           "`crossdock clients create`")
         seed()
+        if "gateway" in mesh.services:
+            async def people() -> list[tuple[str, str, str]]:
+                async with Stubs() as s:
+                    return await users.ensure_demo_users(s)
+            console.print(users.demo_users_table(run(people()), f"{mesh.http_url()}/console"))
         if demo_orders:
             async def main() -> None:
                 async with Stubs() as s:

@@ -32,7 +32,7 @@ APIS = {
     "tms": ["crossdock.tms.v1.TmsService"],
     "ordertoship": ["crossdock.ordertoship.v1.OrderToShipService", "crossdock.admin.v1.DeadLetterService"],
     "returns": ["crossdock.returns.v1.ReturnsService", "crossdock.reconciliation.v1.ReconciliationService"],
-    "gateway": ["crossdock.admin.v1.ApiClientService"],
+    "gateway": ["crossdock.admin.v1.ApiClientService", "crossdock.admin.v1.UserService"],
 }
 
 
@@ -109,6 +109,12 @@ class Stubs:
         from crossdock.admin.v1 import api_clients_pb2_grpc
 
         return api_clients_pb2_grpc.ApiClientServiceStub(self.channel("gateway"))
+
+    @cached_property
+    def users(self):
+        from crossdock.admin.v1 import users_pb2_grpc
+
+        return users_pb2_grpc.UserServiceStub(self.channel("gateway"))
 
     def health(self, service: str, addr: str):
         """The health stub of one replica of a service."""

@@ -140,6 +140,19 @@ class Settings(BaseSettings):
     # The operator token (services/mesh/operator_token.py): accepted by the gateway as an
     # internal client with every scope; empty = none (API clients only).
     gateway_operator_token: str = Field(default="", repr=False)
+    # ---- the operations console (gateway/console, under /console) ----
+    # Seconds without a request after which a session ends, and its lifetime whatever the activity.
+    console_idle_timeout: float = Field(default=1800.0, gt=0)
+    console_session_lifetime: float = Field(default=12 * 3600.0, gt=0)
+    # Failed sign-ins tolerated per username (and per address) within the window (seconds).
+    console_sign_in_attempts: int = Field(default=5, ge=1)
+    console_sign_in_window: float = Field(default=900.0, gt=0)
+    # Seconds between the console's samples of every service's /metrics (flow health).
+    console_metrics_interval: float = Field(default=10.0, gt=0)
+    # Dead letters replayed per second by "replay all matching".
+    console_replay_rate: float = Field(default=5.0, gt=0)
+    # The Jaeger UI (e.g. http://localhost:16686): an order's trace id links to it.
+    jaeger_ui_url: str = ""
 
     # ---- replenishment (ERP's simulated supplier and transfers) ----
     # Seconds from a purchase being planned to the supplier's delivery at the

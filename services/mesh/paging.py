@@ -146,14 +146,15 @@ def _check_key(value: object, column: Column | None) -> None:
 
 
 async def keyset_page(conn: AsyncConnection, query: Select, keys: list[Column],
-                      requested_size: int, token: str) -> tuple[list, str]:
-    """One page of ``query`` in key order, and the next page's token ("" after the last)."""
+                      requested_size: int, token: str, *, descending: bool = False) -> tuple[list, str]:
+    """One page of ``query`` in key order (``descending``: the reverse), and the next page's
+    token ("" after the last)."""
     problems, size, after = [], 0, None
     try:
         size = page_size(requested_size)
     except ValueError as exc:
         problems.append(("page_size", str(exc)))
-    scope = query_scope(query)
+    scope = query_scope(query) + (" DESC" if descending else "")
     if token:
         try:
             after = decode_token(token, keys, scope)
@@ -161,9 +162,9 @@ async def keyset_page(conn: AsyncConnection, query: Select, keys: list[Column],
             problems.append(("page_token", str(exc)))
     if problems:
         raise InvalidArgument(problems)
-    query = query.order_by(*keys).limit(size + 1)
+    query = query.order_by(*(k.desc() if descending else k for k in keys)).limit(size + 1)
     if after:
-        query = query.where(tuple_(*keys) > tuple_(*after))
+        query = query.where(tuple_(*keys) < tuple_(*after) if descending else tuple_(*keys) > tuple_(*after))
     rows = (await conn.execute(query)).all()
     if len(rows) <= size:
         return rows, ""

@@ -20,6 +20,7 @@ own states, its pure decisions (``workflow.py``) and its own tables.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -42,6 +43,8 @@ class Entry:
     source: str
     step: str
     detail: str = ""
+    # The person who acted, when one did (an exception resolved, an operator's note).
+    actor: str = ""
 
 
 @dataclass
@@ -90,6 +93,7 @@ def timeline_table(metadata: MetaData, key: str) -> Table:
         Column("status", String(20), nullable=False),
         Column("detail", Text, nullable=False, default=""),
         Column("trace_id", String(32), nullable=False, default=""),
+        Column("actor", String(200), nullable=False, default="", server_default=""),
     )
 
 
@@ -100,6 +104,27 @@ def proto_numbers(members: type[StrEnum], contract: EnumTypeWrapper, prefix: str
     if missing:
         raise ValueError(f"{members.__name__}: {', '.join(missing)} not in {contract.DESCRIPTOR.full_name}")
     return {m: contract.Value(prefix + m.value) for m in members}
+
+
+NOTE_STEP = re.compile(r"^[a-z][a-z0-9_]{0,50}$")
+
+
+def note_violations(key: str, instance_id: str, actor: str, step: str, note: str) -> list[tuple[str, str]]:
+    """What is wrong with a person's note (``AddTimelineNote``): the instance and the actor are
+    required, the step is a short lower-case word, lengths are bounded."""
+    problems = [(f, "required") for f, v in ((key, instance_id), ("actor", actor)) if not v]
+    if step and not NOTE_STEP.match(step):
+        problems.append(("step", "lower-case letters, digits and '_' (at most 51)"))
+    if len(actor) > 200:
+        problems.append(("actor", "at most 200 characters"))
+    if len(note) > 2000:
+        problems.append(("note", "at most 2000 characters"))
+    return problems
+
+
+def note_entry(actor: str, step: str, note: str) -> Entry:
+    """A person's note: source ``console``, step ``note.<step>`` (``note`` alone without one)."""
+    return Entry("console", f"note.{step}" if step else "note", note, actor=actor)
 
 
 # (instance id, from status, to status, reason) -> (subject, event)
@@ -143,7 +168,20 @@ class Instances:
         """One step in the timeline, with the status the instance has after it and the current trace."""
         await tx.conn.execute(insert(self.timeline).values({
             self.key: instance_id, "at": utcnow(), "source": entry.source, "step": entry.step,
-            "status": status, "detail": entry.detail, "trace_id": telemetry.current_trace_id()}))
+            "status": status, "detail": entry.detail, "trace_id": telemetry.current_trace_id(),
+            "actor": entry.actor[:200]}))
+
+    async def add_note(self, tx: Tx, instance_id: str, entry: Entry):
+        """A note on the instance's timeline, with its current status; nothing else changes.
+        The timeline row written, or None when there is no such instance."""
+        t = self.table
+        row = (await tx.conn.execute(select(t.c.status).where(t.c[self.key] == instance_id))).first()
+        if row is None:
+            return None
+        await self.append(tx, instance_id, row.status, entry)
+        tl = self.timeline
+        return (await tx.conn.execute(select(tl).where(tl.c[self.key] == instance_id)
+                                      .order_by(tl.c.id.desc()).limit(1))).first()
 
     async def timeline_of(self, conn: AsyncConnection, instance_id: str) -> list:
         t = self.timeline

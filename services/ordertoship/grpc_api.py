@@ -65,3 +65,6 @@ class OrderToShipServicer(order_to_ship_pb2_grpc.OrderToShipServiceServicer):
     async def ListExceptionPolicies(self, request, context):
         rules = await service.list_exception_policies(self.store, self.settings.default_exception_policy)
         return pb.ListExceptionPoliciesResponse(rules=rules)
+
+    async def AddTimelineNote(self, request, context):
+        return pb.AddTimelineNoteResponse(entry=await service.add_timeline_note(self.store, request))

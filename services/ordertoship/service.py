@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import grpc
 from google.protobuf.message import Message
@@ -36,6 +36,8 @@ from services.mesh.process import (
     ConcurrentUpdate,
     Entry,
     Instances,
+    note_entry,
+    note_violations,
     proto_numbers,
     request_fingerprint,
 )
@@ -198,7 +200,7 @@ def order_pb(row, lines=(), entries=(), shipments=()) -> pb.Order:
     o.update_time.FromDatetime(row.updated_at)
     for e in entries:
         t = o.timeline.add(source=e.source, step=e.step, detail=e.detail, trace_id=e.trace_id,
-                           status=STATUS[e.status])
+                           status=STATUS[e.status], actor=e.actor)
         t.time.FromDatetime(e.at)
     return o
 
@@ -251,8 +253,17 @@ async def list_orders(store: Store, req: pb.ListOrdersRequest) -> pb.ListOrdersR
         q = q.where(orders.c.customer_id == req.customer_id)
     if req.status:
         q = q.where(orders.c.status == pb.OrderStatus.Name(req.status).removeprefix("ORDER_STATUS_"))
+    if req.channel:
+        q = q.where(orders.c.channel == req.channel)
+    if req.sku:
+        q = q.where(orders.c.order_id.in_(select(order_lines.c.order_id).where(order_lines.c.sku == req.sku)))
+    if req.HasField("created_after"):
+        q = q.where(orders.c.created_at >= req.created_after.ToDatetime(tzinfo=UTC))
+    if req.HasField("created_before"):
+        q = q.where(orders.c.created_at < req.created_before.ToDatetime(tzinfo=UTC))
     async with store.read() as conn:
-        rows, token = await keyset_page(conn, q, [orders.c.seq], req.page_size, req.page_token)
+        rows, token = await keyset_page(conn, q, [orders.c.seq], req.page_size, req.page_token,
+                                        descending=req.newest_first)
     return pb.ListOrdersResponse(orders=[order_pb(r) for r in rows], next_page_token=token)
 
 
@@ -581,6 +592,15 @@ async def list_exceptions(store: Store, req: pb.ListExceptionsRequest) -> pb.Lis
                     == pb.ExceptionStatus.Name(req.status).removeprefix("EXCEPTION_STATUS_"))
     if req.order_id:
         q = q.where(exceptions.c.order_id == req.order_id)
+    if req.customer_id:
+        q = q.where(exceptions.c.customer_id == req.customer_id)
+    if req.kind:
+        q = q.where(exceptions.c.kind == pb.ExceptionKind.Name(req.kind).removeprefix("EXCEPTION_KIND_"))
+    if req.warehouse_id:
+        q = q.where(exceptions.c.order_id.in_(select(orders.c.order_id).where(
+            orders.c.warehouse_id == req.warehouse_id)))
+    if req.HasField("raised_before"):
+        q = q.where(exceptions.c.raised_at < req.raised_before.ToDatetime(tzinfo=UTC))
     async with store.read() as conn:
         rows, token = await keyset_page(conn, q, [exceptions.c.seq], req.page_size, req.page_token)
     return pb.ListExceptionsResponse(exceptions=[exception_pb(r) for r in rows], next_page_token=token)
@@ -653,3 +673,21 @@ async def list_exception_policies(store: Store, default: str) -> list[pb.Excepti
     if not any(r.scope == "default" for r in rules):
         rules.insert(0, pb.ExceptionPolicyRule(scope="default", policy=_policy_pb(default)))
     return rules
+
+
+
+# ---- a person's note on the timeline ----
+
+async def add_timeline_note(store: Store, req: pb.AddTimelineNoteRequest) -> pb.TimelineEntry:
+    """A note by a person on the order's timeline (e.g. a message of the order replayed by an
+    operator), with the order's current status; nothing else changes."""
+    if problems := note_violations("order_id", req.order_id, req.actor, req.step, req.note):
+        raise InvalidArgument(problems)
+    async with store.transaction() as tx:
+        row = await ORDERS.add_note(tx, req.order_id, note_entry(req.actor, req.step, req.note))
+    if row is None:
+        raise NotFound("order", req.order_id)
+    t = pb.TimelineEntry(source=row.source, step=row.step, detail=row.detail, trace_id=row.trace_id,
+                         status=STATUS[row.status], actor=row.actor)
+    t.time.FromDatetime(row.at)
+    return t

@@ -497,7 +497,8 @@ def resolve(o: Order, exc: OpenException, action: str, resolved_by: str, *, carr
     d = Decision(resolution=Resolution(exc.exception_id, action, resolved_by, note))
     d.entries.append(Entry("ordertoship", "exception.resolved",
                            f"{exc.exception_id} ({exc.kind}) resolved by {resolved_by}: {action}"
-                           + (f" {carrier_id}" if carrier_id else "") + (f" - {note}" if note else "")))
+                           + (f" {carrier_id}" if carrier_id else "") + (f" - {note}" if note else ""),
+                           actor=resolved_by))
     if action == Action.CANCEL_ORDER:
         reason = f"cancelled by {resolved_by} ({exc.kind})"
         d.status, d.reason = OrderStatus.CANCELLING, reason

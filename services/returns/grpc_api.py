@@ -39,6 +39,9 @@ class ReturnsServicer(returns_pb2_grpc.ReturnsServiceServicer):
     async def ListReturns(self, request, context):
         return await service.list_returns(self.store, request)
 
+    async def AddTimelineNote(self, request, context):
+        return pb.AddTimelineNoteResponse(entry=await service.add_timeline_note(self.store, request))
+
     async def CancelReturn(self, request, context):
         if not request.return_id:
             raise InvalidArgument([("return_id", "required")])

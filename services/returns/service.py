@@ -26,7 +26,14 @@ from services.mesh import telemetry
 from services.mesh.app import Clients
 from services.mesh.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.mesh.paging import keyset_page
-from services.mesh.process import Entry, Instances, proto_numbers, request_fingerprint
+from services.mesh.process import (
+    Entry,
+    Instances,
+    note_entry,
+    note_violations,
+    proto_numbers,
+    request_fingerprint,
+)
 from services.mesh.store import Store, Tx, insert_ignore, utcnow
 
 from . import domain, workflow
@@ -115,7 +122,7 @@ def return_pb(row, lines=(), entries=()) -> pb.CustomerReturn:
     r.update_time.FromDatetime(row.updated_at)
     for e in entries:
         t = r.timeline.add(source=e.source, step=e.step, detail=e.detail, trace_id=e.trace_id,
-                           status=STATUS[e.status])
+                           status=STATUS[e.status], actor=e.actor)
         t.time.FromDatetime(e.at)
     return r
 
@@ -334,3 +341,18 @@ async def expire_due(store: Store, limit: int = 100) -> int:
                 await _apply(tx, row, decision)
                 fired += 1
     return fired
+
+
+async def add_timeline_note(store: Store, req: pb.AddTimelineNoteRequest) -> pb.TimelineEntry:
+    """A note by a person on the return's timeline (e.g. a message of the return replayed by an
+    operator), with the return's current status; nothing else changes."""
+    if problems := note_violations("return_id", req.return_id, req.actor, req.step, req.note):
+        raise InvalidArgument(problems)
+    async with store.transaction() as tx:
+        row = await RETURNS.add_note(tx, req.return_id, note_entry(req.actor, req.step, req.note))
+    if row is None:
+        raise NotFound("return", req.return_id)
+    t = pb.TimelineEntry(source=row.source, step=row.step, detail=row.detail, trace_id=row.trace_id,
+                         status=STATUS[row.status], actor=row.actor)
+    t.time.FromDatetime(row.at)
+    return t

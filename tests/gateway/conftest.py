@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import httpx
@@ -56,6 +57,7 @@ class Gateway:
     b: Tenant
     admin_token: str
     operator_token: str
+    data_dir: Path = Path()
 
     def admin(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.admin_token}"}
@@ -103,7 +105,7 @@ def gateway(gw_mesh) -> Gateway:
                                                     customer=w.customer_id, scopes=list(SCOPES))
             tenants.append(t)
         admin = await create_client(addr, operator, name="ops", channel="ops", scopes=list(SCOPES))
-        return Gateway(gw_mesh.http_url(), addr, tenants[0], tenants[1], admin, operator)
+        return Gateway(gw_mesh.http_url(), addr, tenants[0], tenants[1], admin, operator, gw_mesh.data_dir)
 
     return asyncio.run(setup())
 

@@ -20,6 +20,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 import crossdock.admin.v1.admin_pb2  # noqa: F401  (registers the descriptors used by name)
 import crossdock.admin.v1.api_clients_pb2  # noqa: F401
+import crossdock.admin.v1.users_pb2  # noqa: F401
 import crossdock.ordertoship.v1.order_to_ship_pb2  # noqa: F401
 import crossdock.returns.v1.returns_pb2  # noqa: F401
 from gateway.guard import POLICIES, PUBLIC
@@ -36,6 +37,7 @@ OTS = "/crossdock.ordertoship.v1.OrderToShipService/"
 RET = "/crossdock.returns.v1.ReturnsService/"
 DLQ = "/crossdock.admin.v1.DeadLetterService/"
 CLIENTS = "/crossdock.admin.v1.ApiClientService/"
+USERS = "/crossdock.admin.v1.UserService/"
 
 
 @dataclass
@@ -80,6 +82,7 @@ ROWS: dict[str, Row] = {
     OTS + "ResolveException": Row(lambda i: {"exception_id": "EXC-NOPE", "resolved_by": "t"}, admin=True),
     OTS + "SetExceptionPolicy": Row(lambda i: {"customer_id": i.g.a.customer_id}, admin=True),
     OTS + "ListExceptionPolicies": Row(lambda i: {}, admin=True),
+    OTS + "AddTimelineNote": Row(lambda i: {"order_id": i.a.order_id, "actor": "t"}, admin=True),
     RET + "CreateReturn": Row(lambda i: {"request_id": str(uuid.uuid4()), "order_id": i.a.order_id,
                                          "lines": [return_line(i)]}, foreign=[
         (lambda i: {"request_id": str(uuid.uuid4()), "order_id": i.b.order_id, "lines": [return_line(i)]},
@@ -90,6 +93,7 @@ ROWS: dict[str, Row] = {
         (lambda i: {"customer_id": i.g.b.customer_id}, Code.INVALID_ARGUMENT)]),
     RET + "CancelReturn": Row(lambda i: {"return_id": "RET-NOPE"}, foreign=[
         (lambda i: {"return_id": i.b.return_id}, Code.NOT_FOUND)]),
+    RET + "AddTimelineNote": Row(lambda i: {"return_id": i.a.return_id, "actor": "t"}, admin=True),
     DLQ + "ListDeadLetters": Row(lambda i: {}, admin=True),
     DLQ + "GetDeadLetter": Row(lambda i: {"dead_letter_id": NOPE}, admin=True),
     DLQ + "ReplayDeadLetter": Row(lambda i: {"dead_letter_id": NOPE}, admin=True),
@@ -97,6 +101,10 @@ ROWS: dict[str, Row] = {
     CLIENTS + "CreateApiClient": Row(lambda i: {"channel": "matrix", "scopes": ["lookups"]}, admin=True),
     CLIENTS + "ListApiClients": Row(lambda i: {}, admin=True),
     CLIENTS + "RevokeApiClient": Row(lambda i: {"client_id": "cl_nope"}, admin=True),
+    USERS + "CreateUser": Row(lambda i: {"username": f"matrix-{uuid.uuid4().hex[:8]}", "role": 1}, admin=True),
+    USERS + "ListUsers": Row(lambda i: {}, admin=True),
+    USERS + "DisableUser": Row(lambda i: {"username": "nobody-here"}, admin=True),
+    USERS + "ResetPassword": Row(lambda i: {"username": "nobody-here"}, admin=True),
 }
 
 

@@ -45,6 +45,15 @@ def routes(g: Gateway, b_order: str, b_return: str) -> list[tuple]:
          ("/v1/admin/dead-letters/DL-1:replay", None), 403),
         ("POST", "/v1/admin/reconciliations", "admin", {}, ("/v1/admin/reconciliations", {}), 403),
         ("GET", "/v1/admin/audit", "admin", None, ("/v1/admin/audit", None), 403),
+        ("GET", "/v1/admin/exceptions", "admin", None, ("/v1/admin/exceptions", None), 403),
+        ("GET", "/v1/admin/exceptions/EXC-NOPE", "admin", None, ("/v1/admin/exceptions/EXC-NOPE", None), 403),
+        ("POST", "/v1/admin/exceptions/EXC-NOPE:resolve", "admin", {"action": "RETRY"},
+         ("/v1/admin/exceptions/EXC-NOPE:resolve", {"action": "RETRY"}), 403),
+        ("POST", "/v1/admin/exceptions:resolve", "admin", {"action": "RETRY"},
+         ("/v1/admin/exceptions:resolve", {"action": "RETRY"}), 403),
+        ("GET", "/v1/admin/exception-policies", "admin", None, ("/v1/admin/exception-policies", None), 403),
+        ("PUT", "/v1/admin/exception-policies", "admin", {"scope": "customer", "key": a.customer_id},
+         ("/v1/admin/exception-policies", {"scope": "customer", "key": a.customer_id}), 403),
     ]
 
 
