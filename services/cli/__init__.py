@@ -8,7 +8,19 @@ from __future__ import annotations
 
 import typer
 
-from . import clients, demo, dlq, erp, exceptions, finance, orders, replenishment, returns, status, users
+from . import (
+    clients,
+    demo,
+    dlq,
+    erp,
+    exceptions,
+    finance,
+    orders,
+    replenishment,
+    returns,
+    status,
+    users,
+)
 
 app = typer.Typer(help=__doc__.split("\n")[0], no_args_is_help=True, add_completion=False)
 # Commands of the root: up, seed, demo; submit, order, orders, cancel, stock; reconcile; status, trace.
