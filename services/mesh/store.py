@@ -100,9 +100,10 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     # WAL: readers never block the writer. synchronous=NORMAL in WAL mode
     # survives a process crash (SIGKILL); only an OS crash can lose the last
     # commits, which PostgreSQL is for.
+    # The lock wait first: even switching to WAL waits for another connection's lock.
+    cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
-    cur.execute("PRAGMA busy_timeout=10000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.close()
 

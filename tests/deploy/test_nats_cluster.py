@@ -260,7 +260,7 @@ async def test_services_work_within_their_nats_permissions(nats_cluster, rendere
                 consumer = Consumer(store=None, bus=bus, durable=c.durable, stream=c.stream,
                                     subjects=c.subjects, handlers={}, max_deliver=3, ack_wait=5)
                 sub = await retry_unavailable(consumer.subscribe)
-                msgs = await sub.fetch(1, timeout=5)
+                msgs = await retry_unavailable(lambda: sub.fetch(1, timeout=5))  # noqa: B023 - awaited here
                 assert msgs, f"{service}/{c.durable}: nothing to consume"
                 await msgs[0].ack_sync(timeout=5)
                 await sub.unsubscribe()
