@@ -16,16 +16,18 @@ from rich.console import Console
 from crossdock.admin.v1 import admin_pb2, admin_pb2_grpc
 from services.mesh.config import load_settings
 
+from .rpc import Stubs
+
 app = typer.Typer(help=__doc__, no_args_is_help=True)
 console = Console()
 
 ERP_CONSUMERS = ("erp-commands", "erp-wms-events", "erp-replenishment")
 
 
-async def erp_dead_letters(addr: str) -> int:
+async def erp_dead_letters(stubs: Stubs) -> int:
     """Dead letters of the ERP consumers (a cut-over refuses to start while there are any)."""
-    async with grpc.aio.insecure_channel(addr) as channel:
-        stub = admin_pb2_grpc.DeadLetterServiceStub(channel)
+    async with stubs:
+        stub = admin_pb2_grpc.DeadLetterServiceStub(stubs.channel("erp"))
         total = 0
         for consumer in ERP_CONSUMERS:
             resp = await stub.ListDeadLetters(
@@ -59,7 +61,7 @@ def status() -> None:
             finally:
                 await rpc.close()
         try:
-            dead = await erp_dead_letters(s.erp_addr)
+            dead = await erp_dead_letters(Stubs(s))
             console.print(
                 f"ERP dead letters: {dead}" + (" [red](see `crossdock dlq list`)[/red]" if dead else "")
             )

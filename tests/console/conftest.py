@@ -56,8 +56,11 @@ def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.5):
         time.sleep(interval)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
+    # Package scope, not session: the sync API keeps an event loop running in this thread
+    # while it is open, and every asyncio test after this package would then fail with
+    # "Runner.run() cannot be called from a running event loop".
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         missing("chromium", "apt-get install -y chromium (.ci/run installs it)")
     from playwright.sync_api import sync_playwright
