@@ -55,8 +55,9 @@ class Size:
 
 SIZES = {
     "full": Size(grpc_calls=2000, messages=20_000, transactions=2000, throughput_s=75, warmup_s=15,
-                 completion_s=30, burst_events=10_000, burst_receipts=20, burst_intake_rate=10, burst_before_s=10,
-                 normal_s=20, slowed_s=30, after_s=15, lookups=1000, backlog=150, unbatched_s=50),
+                 completion_s=30, burst_events=10_000, burst_receipts=20, burst_intake_rate=10,
+                 burst_before_s=10, normal_s=20, slowed_s=30, after_s=15, lookups=1000, backlog=150,
+                 unbatched_s=50),
     "tiny": Size(grpc_calls=100, messages=500, transactions=100, throughput_s=5, warmup_s=1,
                  completion_s=2, burst_events=200, burst_receipts=4, burst_intake_rate=5, burst_before_s=1,
                  normal_s=2, slowed_s=2, after_s=1, lookups=20, backlog=20, unbatched_s=4),
@@ -96,8 +97,9 @@ async def _mesh_scenarios(mesh, fault_file, work: Path, size: Size, only: set[st
                 _mesh_pids(mesh), scenarios.throughput(mesh, stubs, metrics, duration=size.throughput_s,
                                                        warmup=size.warmup_s, backlog=size.backlog)))
             rate = (results.get("throughput") or {}).get("orders_per_s") or 4.0
-            await step("2. completion latency at half rate", "completion", lambda: scenarios.completion_latency(
-                stubs, metrics, rate=max(rate / 2, 1.0), duration=size.completion_s))
+            await step("2. completion latency at half rate", "completion",
+                       lambda: scenarios.completion_latency(
+                           stubs, metrics, rate=max(rate / 2, 1.0), duration=size.completion_s))
         if "burst" in only:
             # Order intake well inside what the mesh sustains, so that what changes is the burst.
             rate = (results.get("throughput") or {}).get("orders_per_s") or 6.0
@@ -147,7 +149,8 @@ def run(size_name: str, out: Path, only: set[str], keep: bool = False,
     size = SIZES[size_name]
     started = time.monotonic()
     results: dict = {"meta": {"size": size_name, "started": datetime.now(UTC).isoformat(timespec="seconds"),
-                              "cpus": os.cpu_count(), "command": " ".join(["python -m bench", *sys.argv[1:]])},
+                              "cpus": os.cpu_count(),
+                              "command": " ".join(["python -m bench", *sys.argv[1:]])},
                      "errors": {}}
     work = Path(tempfile.mkdtemp(prefix="crossdock-bench-"))
     try:

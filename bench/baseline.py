@@ -62,10 +62,12 @@ class DirectIntegration:
     async def submit(self, req: pb.SubmitOrderRequest, rec: Record) -> None:
         s, w = self.stubs, self.world
         try:
-            await s.erp.GetCustomer(erp_pb2.GetCustomerRequest(customer_id=req.customer_id), timeout=DEADLINE_S)
-            amount = sum(w.prices[ln.sku] * ln.quantity for ln in req.lines)
-            await s.erp.CheckCredit(erp_pb2.CheckCreditRequest(customer_id=req.customer_id, amount=usd(amount)),
+            await s.erp.GetCustomer(erp_pb2.GetCustomerRequest(customer_id=req.customer_id),
                                     timeout=DEADLINE_S)
+            amount = sum(w.prices[ln.sku] * ln.quantity for ln in req.lines)
+            await s.erp.CheckCredit(
+                erp_pb2.CheckCreditRequest(customer_id=req.customer_id, amount=usd(amount)),
+                timeout=DEADLINE_S)
             await s.wms.GetAvailability(wms_pb2.GetAvailabilityRequest(
                 skus=[ln.sku for ln in req.lines], warehouse_id=req.warehouse_id), timeout=DEADLINE_S)
         except grpc.aio.AioRpcError as exc:
@@ -157,7 +159,8 @@ async def side_by_side(stubs: Stubs, metrics: meshrun.Metrics, fault_file, *, ra
         fault_file.unlink(missing_ok=True)
 
     try:
-        await asyncio.gather(fault_schedule(), open_loop(rate, total, crossdock), open_loop(rate, total, direct))
+        await asyncio.gather(fault_schedule(), open_loop(rate, total, crossdock),
+                             open_loop(rate, total, direct))
     finally:
         fault_file.unlink(missing_ok=True)
     spike_end = phases["slowed"][1]

@@ -47,7 +47,8 @@ class EchoServer:
 
     def __enter__(self) -> EchoServer:
         self.port_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen([sys.executable, "-m", "bench.echo_server", str(self.port_file)], cwd=ROOT)
+        self.proc = subprocess.Popen([sys.executable, "-m", "bench.echo_server", str(self.port_file)],
+                                     cwd=ROOT)
 
         def bound():
             if self.proc.poll() is not None:
@@ -110,7 +111,8 @@ async def jetstream_rates(url: str, n: int) -> dict:
         single_rate = single / (time.perf_counter() - t)
         # Pipelined publishes: publish many, await the acks together.
         t = time.perf_counter()
-        futures = [await js.publish_async("bench.x", PAYLOAD, headers={"Nats-Msg-Id": f"p{i}"}) for i in range(n)]
+        futures = [await js.publish_async("bench.x", PAYLOAD, headers={"Nats-Msg-Id": f"p{i}"})
+                   for i in range(n)]
         await asyncio.gather(*futures)
         publish_rate = n / (time.perf_counter() - t)
         await js.add_consumer("BENCH", ConsumerConfig(durable_name="bench", filter_subject="bench.x",
@@ -125,7 +127,8 @@ async def jetstream_rates(url: str, n: int) -> dict:
         await nc.flush()
         consume_rate = n / (time.perf_counter() - t)
         await js.delete_stream("BENCH")
-        return {"publish_one_at_a_time_per_s": round(single_rate), "publish_pipelined_per_s": round(publish_rate),
+        return {"publish_one_at_a_time_per_s": round(single_rate),
+                "publish_pipelined_per_s": round(publish_rate),
                 "pull_consume_ack_per_s": round(consume_rate), "messages": n, "payload_bytes": len(PAYLOAD)}
     finally:
         await nc.close()

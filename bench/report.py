@@ -33,7 +33,8 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
     out.append(("burst: 10,000 events applied to the ERP ledger", f"{_fmt(applied)} s", "< 3 s",
                 None if applied is None else applied < 3))
     growth = _get(r, "burst", "intake_p99_during_over_before")
-    out.append(("burst: intake p99 during / before", _fmt(growth), "≤ 2×", None if growth is None else growth <= 2))
+    out.append(("burst: intake p99 during / before", _fmt(growth), "≤ 2×",
+                None if growth is None else growth <= 2))
     cx = _get(r, "side_by_side", "crossdock", "acceptance_p99_slowed_over_normal")
     out.append(("slowed WMS: Crossdock acceptance p99 slowed / normal", _fmt(cx), "≤ 2×",
                 None if cx is None else cx <= 2))
@@ -47,10 +48,12 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
                 None if None in lost else lost == [0, 0]))
     ratios = _get(r, "lookups", "grpc_p99_over_echo") or {}
     worst = max(ratios.values()) if ratios else None
-    out.append(("lookups: gRPC p99 / raw echo p99 (worst)", _fmt(worst), "≤ 2×", None if worst is None else worst <= 2))
+    out.append(("lookups: gRPC p99 / raw echo p99 (worst)", _fmt(worst), "≤ 2×",
+                None if worst is None else worst <= 2))
     rss = _get(r, "throughput", "rss") or {}
     peak = max((v["peak_rss_mb"] for v in rss.values()), default=None)
-    out.append(("peak RSS per service (largest)", f"{_fmt(peak)} MB", "< 150 MB", None if peak is None else peak < 150))
+    out.append(("peak RSS per service (largest)", f"{_fmt(peak)} MB", "< 150 MB",
+                None if peak is None else peak < 150))
     peers = r.get("peers") or {}
     if peers:
         mine = _get(r, "throughput", "orders_per_s")
@@ -100,7 +103,8 @@ def markdown(r: dict) -> str:
              f"{m.get('elapsed_s', '?')} s", ""]
     lines += ["## Targets", "", "| target | measured | target | met |", "|---|---|---|---|"]
     for name, measured, threshold, met in targets(r):
-        lines.append(f"| {name} | {measured} | {threshold} | {'–' if met is None else ('yes' if met else '**no**')} |")
+        met_cell = "–" if met is None else ("yes" if met else "**no**")
+        lines.append(f"| {name} | {measured} | {threshold} | {met_cell} |")
 
     b = r.get("building_blocks") or {}
     f = r.get("floor") or {}
@@ -108,12 +112,16 @@ def markdown(r: dict) -> str:
     if b:
         js = b.get("jetstream", {})
         lines += ["", "## 1. Building-block floor (same run)", "", "| block | figure |", "|---|---|",
-                  f"| raw gRPC echo, one at a time | p50 {_fmt(_get(b, 'grpc_echo_one_at_a_time', 'p50_ms'))} ms, "
+                  "| raw gRPC echo, one at a time | "
+                  f"p50 {_fmt(_get(b, 'grpc_echo_one_at_a_time', 'p50_ms'))} ms, "
                   f"p99 {_fmt(_get(b, 'grpc_echo_one_at_a_time', 'p99_ms'))} ms |",
-                  f"| raw gRPC echo, 32 in flight | {_fmt(b.get('grpc_echo_saturated_calls_per_s'))} calls/s |",
-                  f"| JetStream publish, one acked at a time | {_fmt(js.get('publish_one_at_a_time_per_s'))} msg/s |",
+                  "| raw gRPC echo, 32 in flight | "
+                  f"{_fmt(b.get('grpc_echo_saturated_calls_per_s'))} calls/s |",
+                  "| JetStream publish, one acked at a time | "
+                  f"{_fmt(js.get('publish_one_at_a_time_per_s'))} msg/s |",
                   f"| JetStream publish, pipelined | {_fmt(js.get('publish_pipelined_per_s'))} msg/s |",
-                  f"| JetStream durable pull fetch(256) + ack | {_fmt(js.get('pull_consume_ack_per_s'))} msg/s |",
+                  "| JetStream durable pull fetch(256) + ack | "
+                  f"{_fmt(js.get('pull_consume_ack_per_s'))} msg/s |",
                   f"| store transaction (row + outbox row, SQLite WAL) | "
                   f"{_fmt(_get(b, 'store', 'transactions_per_s'))} tx/s |"]
     if po:
@@ -122,16 +130,20 @@ def markdown(r: dict) -> str:
                   f"{_fmt(po.get('transactions'))} store transactions.", "",
                   "| service | RPCs | messages | transactions |", "|---|---|---|---|"]
         for name, v in (po.get("by_service") or {}).items():
-            lines.append(f"| {name} | {_fmt(v['rpcs'])} | {_fmt(v['messages'])} | {_fmt(v['transactions'])} |")
+            lines.append(f"| {name} | {_fmt(v['rpcs'])} | {_fmt(v['messages'])} | "
+                         f"{_fmt(v['transactions'])} |")
     if f:
-        lines += ["", f"Floor: {_fmt(f.get('rpc_ms_per_order'))} ms RPC + {_fmt(f.get('messaging_ms_per_order'))} ms "
-                  f"messaging + {_fmt(f.get('store_ms_per_order'))} ms store = {_fmt(f.get('total_ms_per_order'))} ms "
+        lines += ["", f"Floor: {_fmt(f.get('rpc_ms_per_order'))} ms RPC + "
+                  f"{_fmt(f.get('messaging_ms_per_order'))} ms messaging + "
+                  f"{_fmt(f.get('store_ms_per_order'))} ms store = {_fmt(f.get('total_ms_per_order'))} ms "
                   f"per order → **{_fmt(f.get('floor_orders_per_s'))} orders/s**; mesh "
-                  f"{_fmt(f.get('mesh_orders_per_s'))} orders/s → **ratio {_fmt(f.get('mesh_over_floor'))}**."]
+                  f"{_fmt(f.get('mesh_orders_per_s'))} orders/s → "
+                  f"**ratio {_fmt(f.get('mesh_over_floor'))}**."]
     t = r.get("throughput")
     if t:
         c = r.get("completion") or {}
-        lines += ["", "## 2. End-to-end order-to-ship (submission → INVOICED)", "", "| figure | value |", "|---|---|",
+        lines += ["", "## 2. End-to-end order-to-ship (submission → INVOICED)", "",
+                  "| figure | value |", "|---|---|",
                   f"| sustained throughput ({_fmt(t['duration_s'] - t['warmup_s'])} s window) | "
                   f"**{_fmt(t['orders_per_s'])} orders/s** |",
                   f"| orders submitted / invoiced | {_fmt(t['submitted'])} / {_fmt(t['invoiced'])} |",
@@ -139,8 +151,10 @@ def markdown(r: dict) -> str:
                   f"{_fmt(t['submit_latency']['p99_ms'])} ms |"]
         u = r.get("throughput_unbatched")
         if u:
-            lines.append(f"| the same on a second mesh, one transaction per message (`CROSSDOCK_CONSUMER_TX_BATCH=1`, "
-                         f"{_fmt(u['duration_s'] - u['warmup_s'])} s window) | {_fmt(u['orders_per_s'])} orders/s, "
+            lines.append("| the same on a second mesh, one transaction per message "
+                         "(`CROSSDOCK_CONSUMER_TX_BATCH=1`, "
+                         f"{_fmt(u['duration_s'] - u['warmup_s'])} s window) | "
+                         f"{_fmt(u['orders_per_s'])} orders/s, "
                          f"{_fmt(u['per_order']['transactions'])} store transactions per order (batched: "
                          f"{_fmt(t['per_order']['transactions'])}) |")
         if c:
@@ -151,7 +165,8 @@ def markdown(r: dict) -> str:
         lines += ["", "## 3. Burst of inventory movements", "", "| figure | value |", "|---|---|",
                   f"| events ({bu['receipts']} receipts, two at a time) | {_fmt(bu['events'])} |",
                   f"| WMS committed them all in | {_fmt(bu['wms_commit_s'])} s |",
-                  f"| ERP ledger applied them all in (from the first receipt sent) | **{_fmt(bu['all_applied_s'])} s** |",
+                  "| ERP ledger applied them all in (from the first receipt sent) | "
+                  f"**{_fmt(bu['all_applied_s'])} s** |",
                   f"| ledger freshness lag p50 / p99 | {_fmt(bu['freshness_lag']['p50_ms'])} / "
                   f"{_fmt(bu['freshness_lag']['p99_ms'])} ms |",
                   f"| order intake p99 before / during ({_fmt(bu['intake_rate_per_s'])} orders/s) | "
@@ -159,7 +174,8 @@ def markdown(r: dict) -> str:
                   f"(×{_fmt(bu['intake_p99_during_over_before'])}) |"]
     s = r.get("side_by_side")
     if s:
-        lines += ["", f"## 4. Crossdock vs direct synchronous integration ({_fmt(s['offered_orders_per_s'])} orders/s "
+        lines += ["", "## 4. Crossdock vs direct synchronous integration "
+                  f"({_fmt(s['offered_orders_per_s'])} orders/s "
                   f"each, WMS +{s['wms_added_latency_ms']} ms for {_fmt(s['phases_s']['slowed'])} s)", "",
                   "| | phase | acceptance p50 | acceptance p99 | accepted/s |", "|---|---|---|---|---|"]
         for system in ("crossdock", "baseline"):
@@ -167,21 +183,24 @@ def markdown(r: dict) -> str:
                 v = s[system][ph]
                 lines.append(f"| {system} | {ph} | {_fmt(v['acceptance']['p50_ms'])} ms | "
                              f"{_fmt(v['acceptance']['p99_ms'])} ms | {_fmt(v['accepted_per_s'])} |")
-        lines += ["", "| | offered | accepted | completed | completed after the spike | lost | backlog cleared after the spike |",
+        lines += ["", "| | offered | accepted | completed | completed after the spike | lost "
+                  "| backlog cleared after the spike |",
                   "|---|---|---|---|---|---|---|"]
         for system in ("crossdock", "baseline"):
             v = s[system]["totals"]
-            lines.append(f"| {system} | {_fmt(v['offered'])} | {_fmt(v['accepted'])} | {_fmt(v['completed'])} | "
+            lines.append(f"| {system} | {_fmt(v['offered'])} | {_fmt(v['accepted'])} | "
+                         f"{_fmt(v['completed'])} | "
                          f"{_fmt(v['completed_after_spike'])} | {_fmt(v['lost'])} | "
                          f"{_fmt(v['backlog_cleared_s_after_spike'])} s |")
     lk = r.get("lookups")
     if lk:
-        lines += ["", "## 5. Lookups (one at a time, interleaved)", "", "| call | p50 | p99 | p99 / echo p99 |",
-                  "|---|---|---|---|"]
+        lines += ["", "## 5. Lookups (one at a time, interleaved)", "",
+                  "| call | p50 | p99 | p99 / echo p99 |", "|---|---|---|---|"]
         e99 = lk["echo"]["p99_ms"]
         for name, v in lk.items():
             if isinstance(v, dict) and "p50_ms" in v:
-                lines.append(f"| {name.replace('_', ' ')} | {_fmt(v['p50_ms'])} ms | {_fmt(v['p99_ms'])} ms | "
+                lines.append(f"| {name.replace('_', ' ')} | {_fmt(v['p50_ms'])} ms | "
+                             f"{_fmt(v['p99_ms'])} ms | "
                              f"{_fmt(round(v['p99_ms'] / e99, 2) if e99 else None)} |")
         lines.append("| gateway credit check | not exposed by the gateway | | |")
     rows = peer_rows(r)
@@ -189,13 +208,14 @@ def markdown(r: dict) -> str:
         lines += _peer_section(rows)
     rss = _get(r, "throughput", "rss")
     if rss:
-        lines += ["", "## 6. Peak RSS per service during run 2", "", "| service | peak RSS (sampled) | VmHWM |",
-                  "|---|---|---|"]
+        lines += ["", "## 6. Peak RSS per service during run 2", "",
+                  "| service | peak RSS (sampled) | VmHWM |", "|---|---|---|"]
         for name, v in rss.items():
             lines.append(f"| {name} | {_fmt(v['peak_rss_mb'])} MB | {_fmt(v['vm_hwm_mb'])} MB |")
     if r.get("drain_s_before"):
-        lines += ["", "Before each scenario the harness waited until every durable consumer had nothing pending "
-                  "(seconds): " + ", ".join(f"{k} {v}" for k, v in r["drain_s_before"].items()) + "."]
+        drains = ", ".join(f"{k} {v}" for k, v in r["drain_s_before"].items())
+        lines += ["", "Before each scenario the harness waited until every durable consumer "
+                  f"had nothing pending (seconds): {drains}."]
     if r.get("errors"):
         lines += ["", "## Errors", ""] + [f"- {k}: {v}" for k, v in r["errors"].items()]
     return "\n".join(lines) + "\n"
@@ -254,7 +274,8 @@ def chart(r: dict, path: Path) -> bool:
         ax = axes[0]
         phases = ["normal", "slowed", "after"]
         width = 0.2
-        for k, (system, q) in enumerate([(x, y) for x in ("crossdock", "baseline") for y in ("p50_ms", "p99_ms")]):
+        series = [(x, y) for x in ("crossdock", "baseline") for y in ("p50_ms", "p99_ms")]
+        for k, (system, q) in enumerate(series):
             vals = [s[system][ph]["acceptance"][q] or 0 for ph in phases]
             ax.bar([i + (k - 1.5) * width for i in range(3)], vals, width, label=f"{system} {q[:3]}")
         ax.set_xticks(range(3), [f"{p}" for p in phases])

@@ -117,7 +117,8 @@ def _wms_movement_times(mesh: Mesh, warehouse_id: str) -> dict[str, datetime]:
     db = mesh.data_dir / "wms.db"
     out = {}
     with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        for sku, at in conn.execute("SELECT sku, at FROM stock_movements WHERE warehouse_id = ?", (warehouse_id,)):
+        for sku, at in conn.execute("SELECT sku, at FROM stock_movements WHERE warehouse_id = ?",
+                                    (warehouse_id,)):
             t = datetime.fromisoformat(str(at))
             out[sku] = t if t.tzinfo else t.replace(tzinfo=UTC)
     return out
@@ -125,7 +126,8 @@ def _wms_movement_times(mesh: Mesh, warehouse_id: str) -> dict[str, datetime]:
 
 def _ledger_count(mesh: Mesh, warehouse_id: str) -> int:
     with closing(sqlite3.connect(f"file:{mesh.data_dir / 'erp.db'}?mode=ro", uri=True)) as conn:
-        return conn.execute("SELECT count(*) FROM ledger_positions WHERE warehouse_id = ? AND last_sequence >= 1",
+        return conn.execute("SELECT count(*) FROM ledger_positions "
+                            "WHERE warehouse_id = ? AND last_sequence >= 1",
                             (warehouse_id,)).fetchone()[0]
 
 
@@ -151,7 +153,8 @@ async def burst(mesh: Mesh, stubs: Stubs, *, events: int, receipts: int, intake_
     await stubs.wms.UpsertWarehouse(wms_pb2.UpsertWarehouseRequest(warehouse=wms_pb2.Warehouse(
         warehouse_id=wh, name="burst DC", address=Address(country_code="US"))))
     per = events // receipts
-    batches = [[SkuQuantity(sku=f"SKU-B{sfx}-{r}-{i}", quantity=10) for i in range(per)] for r in range(receipts)]
+    batches = [[SkuQuantity(sku=f"SKU-B{sfx}-{r}-{i}", quantity=10) for i in range(per)]
+               for r in range(receipts)]
     total = per * receipts
     intake: list[tuple[float, float]] = []  # (started, latency)
     phase = {"burst_at": None, "applied_at": None}

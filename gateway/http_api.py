@@ -709,7 +709,8 @@ def create_app(core) -> FastAPI:
                               client: ApiClient = require("admin", internal=True)):
         check_page_token(page_token)
         req = operations.ExceptionFilter(kind=kind or "", customer_id=customer_id or "",
-                                         warehouse_id=warehouse_id or "", older_than_minutes=older_than_minutes,
+                                         warehouse_id=warehouse_id or "",
+                                         older_than_minutes=older_than_minutes,
                                          status=status or "").request(page_size, page_token)
         req.order_id = order_id or ""
         r = await call(core.ots.ListExceptions(req))
@@ -731,7 +732,8 @@ def create_app(core) -> FastAPI:
         r = await call(core.ots.ResolveException(ots.ResolveExceptionRequest(
             exception_id=exception_id, resolved_by=client.name or client.client_id, note=body.note,
             carrier_id=body.carrier_id or "",
-            action=ots.ResolutionAction.Value(f"RESOLUTION_ACTION_{body.action}"))), "exception", exception_id)
+            action=ots.ResolutionAction.Value(f"RESOLUTION_ACTION_{body.action}"))),
+            "exception", exception_id)
         return exception_out(r.exception)
 
     @app.post("/v1/admin/exceptions:resolve", response_model=ResolveManyOut, tags=["admin"],
@@ -766,7 +768,8 @@ def create_app(core) -> FastAPI:
              responses={**AUTH, **responses(422), **UPSTREAM})
     async def set_exception_policy(request: Request, body: PolicyIn,
                                    client: ApiClient = require("admin", internal=True)):
-        if (body.scope == "default") != (body.key is None) or (body.scope == "default" and body.policy is None):
+        if ((body.scope == "default") != (body.key is None)
+                or (body.scope == "default" and body.policy is None)):
             raise Problem(422, "invalid-request", "the default takes a policy and no key; a customer or "
                           "channel takes its key", errors=[{"field": "key", "description": "see detail"}])
         request.state.resource = f"{body.scope}:{body.key or ''}"

@@ -90,7 +90,8 @@ MIN_PASSWORD = 12
 
 def check_username(username: str) -> str | None:
     if not USERNAME.match(username):
-        return "2 to 64 characters: lower-case letters, digits, '.', '_' or '-' (starting with a letter or digit)"
+        return ("2 to 64 characters: lower-case letters, digits, '.', '_' or '-' "
+                "(starting with a letter or digit)")
     return None
 
 

@@ -21,7 +21,8 @@ MODULE = ROOT / "services" / "erp" / "tryton"
 def template_key() -> str:
     """What the template depends on: trytond's version, the module and the set-up."""
     h = hashlib.sha256(trytond.__version__.encode())
-    for path in sorted([*(MODULE / "module").glob("*.py"), MODULE / "module" / "tryton.cfg", MODULE / "setup.py"]):
+    for path in sorted([*(MODULE / "module").glob("*.py"), MODULE / "module" / "tryton.cfg",
+                        MODULE / "setup.py"]):
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 

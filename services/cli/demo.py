@@ -104,7 +104,8 @@ def up(
         help="share of autopilot picks that come up one unit short (warehouse exceptions in the demo)",
         min=0, max=1)] = 0.1,
     erp: Annotated[str, typer.Option(
-        "--erp", help="the ERP's system of record: builtin or tryton (default: CROSSDOCK_ERP_BACKEND, else builtin)",
+        "--erp",
+        help="the ERP's system of record: builtin or tryton (default: CROSSDOCK_ERP_BACKEND, else builtin)",
     )] = "",
 ) -> None:
     """Start nats-server and every service as its own process, seed, run a demo, keep serving."""

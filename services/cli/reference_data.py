@@ -15,9 +15,11 @@ def usd(minor: int) -> Money:
 
 WAREHOUSES = [
     wms_pb2.Warehouse(warehouse_id="WH-EAST", name="Newark DC",
-                      address=Address(line1="1 Port St", city="Newark", postal_code="07114", country_code="US")),
+                      address=Address(line1="1 Port St", city="Newark", postal_code="07114",
+                                      country_code="US")),
     wms_pb2.Warehouse(warehouse_id="WH-WEST", name="Reno DC",
-                      address=Address(line1="9 Desert Rd", city="Reno", postal_code="89502", country_code="US")),
+                      address=Address(line1="9 Desert Rd", city="Reno", postal_code="89502",
+                                      country_code="US")),
 ]
 
 CUSTOMERS = [
@@ -37,16 +39,25 @@ CUSTOMERS = [
 ]
 
 ITEMS = [
-    erp_pb2.Item(sku="SKU-1001", description="Pallet wrap 500mm", uom="ROLL", unit_price=usd(1_899), weight_grams=2_400),
-    erp_pb2.Item(sku="SKU-1002", description="Carton 40x30x30", uom="EA", unit_price=usd(149), weight_grams=450),
-    erp_pb2.Item(sku="SKU-1003", description="Label printer ribbon", uom="EA", unit_price=usd(2_450), weight_grams=300),
-    erp_pb2.Item(sku="SKU-1004", description="Safety gloves (pair)", uom="PR", unit_price=usd(799), weight_grams=150),
-    erp_pb2.Item(sku="SKU-1005", description="Barcode scanner", uom="EA", unit_price=usd(18_900), weight_grams=900),
-    erp_pb2.Item(sku="SKU-1006", description="Packing tape 48mm", uom="EA", unit_price=usd(399), weight_grams=250),
-    erp_pb2.Item(sku="SKU-1007", description="Hand truck", uom="EA", unit_price=usd(12_999), weight_grams=14_000),
-    erp_pb2.Item(sku="SKU-1008", description="Stretch film dispenser", uom="EA", unit_price=usd(3_499), weight_grams=1_800),
+    erp_pb2.Item(sku="SKU-1001", description="Pallet wrap 500mm", uom="ROLL",
+                 unit_price=usd(1_899), weight_grams=2_400),
+    erp_pb2.Item(sku="SKU-1002", description="Carton 40x30x30", uom="EA",
+                 unit_price=usd(149), weight_grams=450),
+    erp_pb2.Item(sku="SKU-1003", description="Label printer ribbon", uom="EA",
+                 unit_price=usd(2_450), weight_grams=300),
+    erp_pb2.Item(sku="SKU-1004", description="Safety gloves (pair)", uom="PR",
+                 unit_price=usd(799), weight_grams=150),
+    erp_pb2.Item(sku="SKU-1005", description="Barcode scanner", uom="EA",
+                 unit_price=usd(18_900), weight_grams=900),
+    erp_pb2.Item(sku="SKU-1006", description="Packing tape 48mm", uom="EA",
+                 unit_price=usd(399), weight_grams=250),
+    erp_pb2.Item(sku="SKU-1007", description="Hand truck", uom="EA",
+                 unit_price=usd(12_999), weight_grams=14_000),
+    erp_pb2.Item(sku="SKU-1008", description="Stretch film dispenser", uom="EA",
+                 unit_price=usd(3_499), weight_grams=1_800),
     # Scarce: the demo's shortage.
-    erp_pb2.Item(sku="SKU-RARE", description="Forklift battery", uom="EA", unit_price=usd(95_000), weight_grams=25_000),
+    erp_pb2.Item(sku="SKU-RARE", description="Forklift battery", uom="EA",
+                 unit_price=usd(95_000), weight_grams=25_000),
 ]
 for _item in ITEMS:
     _item.active = True

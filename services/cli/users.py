@@ -47,7 +47,8 @@ def create(
     username: str,
     role: Annotated[str, typer.Option(help=ROLE_HELP)],
     name: Annotated[str, typer.Option(help="the name shown and audited (default: the username)")] = "",
-    customer: Annotated[str, typer.Option(help="bind to this customer: sees only its orders and returns")] = "",
+    customer: Annotated[str, typer.Option(
+        help="bind to this customer: sees only its orders and returns")] = "",
 ) -> None:
     """Create an account; prints a generated password once (or takes CROSSDOCK_USER_PASSWORD)."""
     wanted = role_pb(role)
@@ -60,7 +61,8 @@ def create(
 
     made = run(main())
     u = made.user
-    console.print(f"user {u.username} ({u.display_name}, {role_name(u.role)}, customer {u.customer_id or '*'})")
+    console.print(f"user {u.username} ({u.display_name}, {role_name(u.role)}, "
+                  f"customer {u.customer_id or '*'})")
     if made.password:
         console.print("password (shown once):")
         print(made.password)
@@ -97,7 +99,8 @@ def disable(username: str) -> None:
     """Disable an account: it cannot sign in, its sessions end at once."""
     async def main() -> None:
         async with Stubs() as s:
-            await s.users.DisableUser(pb.DisableUserRequest(username=username), metadata=s.operator(), timeout=10)
+            await s.users.DisableUser(pb.DisableUserRequest(username=username), metadata=s.operator(),
+                                      timeout=10)
     run(main())
     console.print(f"disabled {username}")
 

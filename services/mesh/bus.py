@@ -495,7 +495,8 @@ class Consumer:
         with telemetry.tracer().start_as_current_span(
             f"{todo[0][0].subject} process batch", kind=SpanKind.CONSUMER,
             links=[Link(ctx) for msg, _ in todo
-                   if (ctx := trace.get_current_span(telemetry.extract(msg.headers or {})).get_span_context()).is_valid],
+                   if (ctx := trace.get_current_span(
+                       telemetry.extract(msg.headers or {})).get_span_context()).is_valid],
             attributes={"messaging.system": "nats", "messaging.batch.message_count": len(todo),
                         "messaging.consumer.group.name": self.durable},
         ):
@@ -512,7 +513,8 @@ class Consumer:
             except NotBatchable:
                 return False
             except Exception as exc:  # noqa: BLE001 - nothing committed: one by one instead
-                log.info("consumer.batch_handler_failed", consumer=self.durable, size=len(todo), error=repr(exc))
+                log.info("consumer.batch_handler_failed", consumer=self.durable, size=len(todo),
+                         error=repr(exc))
                 return False
         for _ in todo:
             faults.crash_point("after_effect_before_ack")
@@ -704,7 +706,8 @@ class Consumer:
                         log.error("advisory.message_gone", consumer=self.durable, seq=info["stream_seq"])
                     else:
                         await self.dead_letter(
-                            None, f"no ack within {self.ack_wait}s on the last of {info['deliveries']} attempts",
+                            None,
+                            f"no ack within {self.ack_wait}s on the last of {info['deliveries']} attempts",
                             permanent=False, attempts=int(info["deliveries"]), subject=raw.subject,
                             headers=dict(raw.headers or {}), data=raw.data or b"",
                             stream_seq=info["stream_seq"])

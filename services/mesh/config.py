@@ -91,7 +91,8 @@ class Settings(BaseSettings):
     # have no policy of their own (crossdock exceptions policy ...):
     # SHIP_PARTIAL (ship what is there, backorder the rest), HOLD (a person
     # decides) or CANCEL_LINES (ship what is there, cancel the rest).
-    default_exception_policy: str = Field(default="SHIP_PARTIAL", pattern="^(SHIP_PARTIAL|HOLD|CANCEL_LINES)$")
+    default_exception_policy: str = Field(default="SHIP_PARTIAL",
+                                          pattern="^(SHIP_PARTIAL|HOLD|CANCEL_LINES)$")
     # Seconds order intake waits for WMS to choose a warehouse; a slower WMS
     # is not waited for: the order is placed from the availability WMS last
     # reported (see services/ordertoship/placement.py).

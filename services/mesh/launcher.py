@@ -136,7 +136,8 @@ class NatsServer:
 
         def ports():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"nats-server exited with {self.proc.returncode}; see {self.dir}/nats-server.log")
+                raise RuntimeError(f"nats-server exited with {self.proc.returncode}; "
+                                   f"see {self.dir}/nats-server.log")
             for f in self.dir.glob(f"nats-server_{self.proc.pid}.ports"):
                 try:
                     return json.loads(f.read_text())["nats"][0]

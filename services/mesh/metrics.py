@@ -45,10 +45,11 @@ EVENT_LAG_SECONDS = Histogram(
     "Time from a message's ce-time (written to the outbox) to its handling, by consumer",
     ["consumer"], buckets=_BUSINESS_BUCKETS)
 CONSUMER_PENDING = Gauge(
-    "crossdock_consumer_pending_messages", "Messages in the stream not yet delivered to the consumer (queue depth)",
-    ["stream", "consumer"])
+    "crossdock_consumer_pending_messages",
+    "Messages in the stream not yet delivered to the consumer (queue depth)", ["stream", "consumer"])
 CONSUMER_ACK_PENDING = Gauge(
-    "crossdock_consumer_ack_pending_messages", "Messages delivered and not yet acknowledged", ["stream", "consumer"])
+    "crossdock_consumer_ack_pending_messages", "Messages delivered and not yet acknowledged",
+    ["stream", "consumer"])
 CONSUMER_REDELIVERED = Gauge(
     "crossdock_consumer_redelivered_messages", "Messages being redelivered", ["stream", "consumer"])
 DEAD_LETTERS = Gauge(
@@ -78,7 +79,8 @@ BUSINESS_EXCEPTIONS = Counter(
     "crossdock_business_exceptions", "Business exceptions: credit_rejected, shortage_backordered, "
     "shortage_cancelled, short_pick, damaged, stock_discrepancy, carrier_failed", ["kind"])
 ORDERS_FINISHED = Counter(
-    "crossdock_orders_finished", "Orders that reached a final status (INVOICED, REJECTED, CANCELLED)", ["status"])
+    "crossdock_orders_finished", "Orders that reached a final status (INVOICED, REJECTED, CANCELLED)",
+    ["status"])
 
 # The business timings the brief names, in seconds.
 TIMINGS = {
@@ -152,14 +154,17 @@ class _ConsumerStatsCollector(Collector):
 
     def collect(self) -> Iterable:
         families = {
-            "handled": CounterMetricFamily("crossdock_messages_handled", "Messages handled (effect committed)",
-                                           labels=["consumer"]),
+            "handled": CounterMetricFamily("crossdock_messages_handled",
+                                           "Messages handled (effect committed)", labels=["consumer"]),
             "duplicates": CounterMetricFamily("crossdock_messages_duplicate",
-                                              "Redelivered messages dropped by the inbox", labels=["consumer"]),
-            "retries": CounterMetricFamily("crossdock_message_retries", "Handling attempts that failed and were retried",
+                                              "Redelivered messages dropped by the inbox",
+                                              labels=["consumer"]),
+            "retries": CounterMetricFamily("crossdock_message_retries",
+                                           "Handling attempts that failed and were retried",
                                            labels=["consumer"]),
             "dead_lettered": CounterMetricFamily("crossdock_messages_dead_lettered",
-                                                 "Messages parked on the dead-letter stream", labels=["consumer"]),
+                                                 "Messages parked on the dead-letter stream",
+                                                 labels=["consumer"]),
         }
         for c in self.consumers:
             for field, family in families.items():

@@ -44,7 +44,8 @@ from . import contracts, faults, telemetry
 
 # Committed write transactions of this process's store (what `make bench`
 # counts per order, next to RPCs and messages handled).
-STORE_TRANSACTIONS = Counter("crossdock_store_transactions", "Committed write transactions of the service's store")
+STORE_TRANSACTIONS = Counter("crossdock_store_transactions",
+                             "Committed write transactions of the service's store")
 
 # An autoincrementing 64-bit key on PostgreSQL, INTEGER PRIMARY KEY on SQLite.
 BigId = BigInteger().with_variant(Integer, "sqlite")

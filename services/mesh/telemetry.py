@@ -73,7 +73,8 @@ def span_dict(s: ReadableSpan) -> dict:
 
 
 def _otlp_wanted() -> bool:
-    exporters = {e.strip().lower() for e in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",") if e.strip()}
+    exporters = {e.strip().lower() for e in os.environ.get("OTEL_TRACES_EXPORTER", "").split(",")
+                 if e.strip()}
     if "none" in exporters:
         return False
     return "otlp" in exporters or bool(

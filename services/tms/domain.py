@@ -81,7 +81,8 @@ def first_accepting(options: list[Option], suspended: set[str]) -> Choice:
     refused = []
     for o in options:
         if o.carrier_id in suspended:
-            refused.append(Refusal(o.carrier_id, o.service_level, "carrier refused: booking system unavailable"))
+            refused.append(Refusal(o.carrier_id, o.service_level,
+                                   "carrier refused: booking system unavailable"))
             continue
         return Choice(o, tuple(refused))
     return Choice(None, tuple(refused))

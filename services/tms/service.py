@@ -142,7 +142,8 @@ async def get_shipment(conn: AsyncConnection, order_id: str, shipment_id: str = 
     row = (await conn.execute(query)).first()
     if row is None:
         raise NotFound("shipment", shipment_id or order_id,
-                       f"no shipment {shipment_id!r}" if shipment_id else f"no shipment for order {order_id!r}")
+                       f"no shipment {shipment_id!r}" if shipment_id
+                       else f"no shipment for order {order_id!r}")
     return row
 
 
@@ -187,7 +188,8 @@ async def book_shipment(tx: Tx, cmd: events.BookShipment) -> None:
     choice = domain.first_accepting(options, suspended)
     if choice.option is None:
         if options:
-            code, reason = "ALL_CARRIERS_REFUSED", f"all {len(options)} eligible option(s) refused the booking"
+            code = "ALL_CARRIERS_REFUSED"
+            reason = f"all {len(options)} eligible option(s) refused the booking"
         else:
             code = "NO_CARRIER_SERVICE"
             reason = (f"no active carrier{' ' + cmd.carrier_id if cmd.carrier_id else ''} serves "
@@ -197,8 +199,9 @@ async def book_shipment(tx: Tx, cmd: events.BookShipment) -> None:
             "tms.shipment.booking_failed",
             events.ShipmentBookingFailed(
                 order_id=cmd.order_id, shipment_id=shipment_id, reason_code=code, reason=reason,
-                refused_attempts=[events.BookingAttempt(carrier_id=a.carrier_id, service_level=a.service_level,
-                                                        reason=a.reason) for a in choice.refused]),
+                refused_attempts=[events.BookingAttempt(carrier_id=a.carrier_id,
+                                                        service_level=a.service_level, reason=a.reason)
+                                  for a in choice.refused]),
             key=cmd.order_id,
         )
         return

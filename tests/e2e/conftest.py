@@ -49,7 +49,8 @@ def mesh(tmp_path_factory):
 
 class Stubs:
     def __init__(self, mesh: Mesh) -> None:
-        self.channels = [grpc.aio.insecure_channel(mesh.addr(n)) for n in ("erp", "wms", "tms", "ordertoship")]
+        self.channels = [grpc.aio.insecure_channel(mesh.addr(n))
+                         for n in ("erp", "wms", "tms", "ordertoship")]
         self.erp = erp_pb2_grpc.ErpServiceStub(self.channels[0])
         self.wms = wms_pb2_grpc.WmsServiceStub(self.channels[1])
         self.tms = tms_pb2_grpc.TmsServiceStub(self.channels[2])

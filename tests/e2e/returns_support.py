@@ -55,7 +55,8 @@ def return_request(order: pb.Order, *lines: tuple[int, int, int], **kw) -> rpb.C
         rpb.ReturnLine(line_number=n, quantity=q, reason=r) for n, q, r in lines], **kw)
 
 
-async def wait_return(rs: ReturnsStubs, return_id: str, *statuses: int, timeout: float = 60) -> rpb.CustomerReturn:
+async def wait_return(rs: ReturnsStubs, return_id: str, *statuses: int,
+                      timeout: float = 60) -> rpb.CustomerReturn:
     async def reached():
         r = (await rs.returns.GetReturn(rpb.GetReturnRequest(return_id=return_id))).customer_return
         return r if r.status in statuses else None

@@ -24,7 +24,8 @@ async def test_orders_are_taken_while_erp_and_wms_are_down_and_complete_after(me
         with sqlite3.connect(mesh.data_dir / "ordertoship.db") as db:
             n = db.execute(f"SELECT count(*) FROM items WHERE sku IN ({','.join('?' * len(world.skus))})",
                            world.skus).fetchone()[0]
-            c = db.execute("SELECT count(*) FROM customers WHERE customer_id=?", (world.customer_id,)).fetchone()[0]
+            c = db.execute("SELECT count(*) FROM customers WHERE customer_id=?",
+                           (world.customer_id,)).fetchone()[0]
             return n == len(world.skus) and c == 1
     await eventually(replicated, what="master data in order-to-ship's replica")
 
@@ -52,7 +53,8 @@ async def test_orders_are_taken_while_erp_and_wms_are_down_and_complete_after(me
     await check_books(stubs, world, orders)
 
 
-async def test_a_poison_command_is_dead_lettered_and_an_operator_sees_replays_and_discards_it(mesh, stubs, nc_mesh):
+async def test_a_poison_command_is_dead_lettered_and_an_operator_sees_replays_and_discards_it(
+        mesh, stubs, nc_mesh):
     import asyncio
     import os
     import subprocess
@@ -75,9 +77,10 @@ async def test_a_poison_command_is_dead_lettered_and_an_operator_sees_replays_an
     dl = await eventually(letter, what="the poison command in the dead-letter stream")
     assert dl.permanent and dl.subject == "cmd.erp.invoice.post" and dl.reason
 
-    cli = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "services.cli", "dlq", "list", "--consumer", "erp-commands"],
-                         env={**os.environ, "CROSSDOCK_ORDERTOSHIP_ADDR": mesh.addr("ordertoship"),
-                              "COLUMNS": "200"}, capture_output=True, text=True, timeout=60)
+    cli = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "services.cli", "dlq", "list", "--consumer", "erp-commands"],
+        env={**os.environ, "CROSSDOCK_ORDERTOSHIP_ADDR": mesh.addr("ordertoship"), "COLUMNS": "200"},
+        capture_output=True, text=True, timeout=60)
     assert cli.returncode == 0 and "cmd.erp.invoice.post" in cli.stdout
 
     # Replayed while the cause is not fixed, it comes straight back (one effect at most: none).

@@ -91,8 +91,8 @@ async def ledger_matches_stock(stubs: Stubs, world) -> None:
     async def check():
         wms = {p.sku: p.on_hand for p in (await stubs.wms.ListInventory(wms_pb2.ListInventoryRequest(
             warehouse_id=world.warehouse_id, page_size=500))).positions}
-        erp = {p.sku: p.on_hand for p in (await stubs.erp.ListLedgerPositions(erp_pb2.ListLedgerPositionsRequest(
-            warehouse_id=world.warehouse_id, page_size=500))).positions}
+        erp = {p.sku: p.on_hand for p in (await stubs.erp.ListLedgerPositions(
+            erp_pb2.ListLedgerPositionsRequest(warehouse_id=world.warehouse_id, page_size=500))).positions}
         assert set(world.skus) <= set(wms), f"WMS has no position for {set(world.skus) - set(wms)}"
         assert erp == wms, (erp, wms)
         return True
@@ -122,7 +122,8 @@ async def test_short_pick_ships_partially_then_a_receipt_releases_the_rest_each_
 
     # A replenishment receipt arrives: the backordered rest is allocated without anyone touching the order.
     await stubs.wms.ReceiveStock(wms_pb2.ReceiveStockRequest(
-        receipt_id=f"REPL-{world.suffix}", warehouse_id=world.warehouse_id, lines=[SkuQuantity(sku=a, quantity=5)]))
+        receipt_id=f"REPL-{world.suffix}", warehouse_id=world.warehouse_id,
+        lines=[SkuQuantity(sku=a, quantity=5)]))
     await pick(stubs, order.order_id, wave=2)
     await pack(stubs, order.order_id, wave=2)
     await ship(stubs, order.order_id, wave=2)
@@ -166,7 +167,8 @@ async def test_a_damaged_line_is_cancelled_by_the_customers_policy_and_never_inv
     assert [(x.invoiced_quantity, x.cancelled_quantity) for x in so.lines] == [(3, 0), (0, 1)]
     assert so.status == erp_pb2.SALES_ORDER_STATUS_INVOICED
     # The credit the cancelled line held is released: nothing of this order is still open.
-    customer = (await stubs.erp.GetCustomer(erp_pb2.GetCustomerRequest(customer_id=world.customer_id))).customer
+    customer = (await stubs.erp.GetCustomer(
+        erp_pb2.GetCustomerRequest(customer_id=world.customer_id))).customer
     assert customer.open_orders.amount_minor == 0
     assert customer.open_balance.amount_minor == inv.total.amount_minor
     assert "exception.cancel_lines" in [e.step for e in done.timeline]
@@ -188,7 +190,8 @@ async def test_hold_policy_waits_for_a_person_and_the_decision_is_audited(stubs)
     held = await wait_status(stubs, order.order_id, "ON_HOLD")
     (exc,) = (await stubs.ots.ListExceptions(pb.ListExceptionsRequest(
         status=pb.EXCEPTION_STATUS_OPEN, order_id=order.order_id))).exceptions
-    assert exc.kind == pb.EXCEPTION_KIND_STOCK_DISCREPANCY and [(q.sku, q.quantity) for q in exc.lines] == [(a, 1)]
+    assert exc.kind == pb.EXCEPTION_KIND_STOCK_DISCREPANCY
+    assert [(q.sku, q.quantity) for q in exc.lines] == [(a, 1)]
     assert "held" in [e.step.split(".")[-1] for e in held.timeline]
     # A wrong action is refused with the field at fault.
     with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -253,7 +256,8 @@ async def test_when_every_carrier_fails_the_order_is_held_and_the_resolve_comman
         status=pb.EXCEPTION_STATUS_OPEN, order_id=order.order_id))).exceptions
     assert exc.kind == pb.EXCEPTION_KIND_CARRIER_FAILED
     # The fulfilment is still packed, its stock still allocated: nothing was lost or released.
-    f = (await stubs.wms.GetFulfilmentOrder(wms_pb2.GetFulfilmentOrderRequest(order_id=order.order_id))).fulfilment_order
+    f = (await stubs.wms.GetFulfilmentOrder(
+        wms_pb2.GetFulfilmentOrderRequest(order_id=order.order_id))).fulfilment_order
     assert f.status == wms_pb2.FULFILMENT_STATUS_PACKED
 
     # A person brings AU-TWO back and reassigns the carrier from the command line.

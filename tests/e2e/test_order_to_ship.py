@@ -60,7 +60,8 @@ async def wait_all(stubs, order_ids, status=pb.ORDER_STATUS_INVOICED, timeout=18
 
 def random_orders(world: World, n: int, seed: int) -> list[pb.SubmitOrderRequest]:
     rnd = random.Random(seed)
-    return [world.order({s: rnd.randint(1, 4) for s in rnd.sample(world.skus, rnd.randint(1, len(world.skus)))})
+    return [world.order({s: rnd.randint(1, 4)
+                         for s in rnd.sample(world.skus, rnd.randint(1, len(world.skus)))})
             for _ in range(n)]
 
 
@@ -88,7 +89,8 @@ async def check_books(stubs, world: World, orders: dict[str, pb.Order]) -> None:
         assert len(invoices) == 1, o.order_id
         assert invoices[0].total.amount_minor == o.total.amount_minor
         assert o.invoice_id == invoices[0].invoice_id
-    customer = (await stubs.erp.GetCustomer(erp_pb2.GetCustomerRequest(customer_id=world.customer_id))).customer
+    customer = (await stubs.erp.GetCustomer(
+        erp_pb2.GetCustomerRequest(customer_id=world.customer_id))).customer
     assert customer.open_balance.amount_minor == sum(o.total.amount_minor for o in orders.values())
     assert customer.open_orders.amount_minor == 0
 
@@ -136,7 +138,8 @@ async def test_shortage_backorders_then_a_receipt_releases_it(stubs):
 
 async def test_shortage_under_cancel_policy_cancels_and_releases_credit(stubs):
     world = await make_world(stubs, stock=2, n_skus=1)
-    (oid,) = await submit_all(stubs, [world.order({world.skus[0]: 3}, shortage_policy=pb.SHORTAGE_POLICY_CANCEL)])
+    (oid,) = await submit_all(stubs, [world.order({world.skus[0]: 3},
+                                                  shortage_policy=pb.SHORTAGE_POLICY_CANCEL)])
     orders = await wait_all(stubs, [oid], status=pb.ORDER_STATUS_CANCELLED)
     assert "INSUFFICIENT_STOCK" in orders[oid].status_reason
 
@@ -156,7 +159,8 @@ async def test_cancel_a_backordered_order_compensates(stubs):
     orders = await wait_all(stubs, [oid], status=pb.ORDER_STATUS_CANCELLED)
     steps = [e.step for e in orders[oid].timeline]
     assert "cancel.requested" in steps and "fulfilment.cancelled" in steps
-    fo = (await stubs.wms.GetFulfilmentOrder(wms_pb2.GetFulfilmentOrderRequest(order_id=oid))).fulfilment_order
+    fo = (await stubs.wms.GetFulfilmentOrder(
+        wms_pb2.GetFulfilmentOrderRequest(order_id=oid))).fulfilment_order
     assert fo.status == wms_pb2.FULFILMENT_STATUS_CANCELLED
     # A finished order cannot be cancelled again into another state.
     again = await stubs.ots.CancelOrder(pb.CancelOrderRequest(order_id=oid))
@@ -194,7 +198,8 @@ async def test_bad_input_is_refused_with_details_and_writes_nothing(stubs):
             await stubs.ots.SubmitOrder(req)
         return info.value
 
-    err = await refused(pb.SubmitOrderRequest(customer_id="C-NOBODY", lines=[pb.OrderLine(sku=world.skus[0], quantity=1)]))
+    err = await refused(pb.SubmitOrderRequest(customer_id="C-NOBODY",
+                                              lines=[pb.OrderLine(sku=world.skus[0], quantity=1)]))
     assert err.code() == grpc.StatusCode.NOT_FOUND and "C-NOBODY" in err.details()
     err = await refused(world.order({"SKU-NOPE": 1}))
     assert err.code() == grpc.StatusCode.NOT_FOUND and "SKU-NOPE" in err.details()

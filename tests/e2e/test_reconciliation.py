@@ -58,8 +58,8 @@ async def rs(mesh):
 
 async def crossdock(mesh, *args: str) -> tuple[int, str]:
     """Run the CLI against the mesh; (exit status, output)."""
-    env = {**os.environ, "CROSSDOCK_RETURNS_ADDR": mesh.addr("returns"), "CROSSDOCK_ERP_ADDR": mesh.addr("erp"),
-           "COLUMNS": "200"}
+    env = {**os.environ, "CROSSDOCK_RETURNS_ADDR": mesh.addr("returns"),
+           "CROSSDOCK_ERP_ADDR": mesh.addr("erp"), "COLUMNS": "200"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "from services.cli import main; main()", *args, env=env,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
@@ -78,21 +78,22 @@ async def ledger_equals_wms(stubs, world: World) -> dict[str, int]:
     async def equal():
         wms = {p.sku: p.on_hand for p in (await stubs.wms.GetAvailability(wms_pb2.GetAvailabilityRequest(
             skus=world.skus, warehouse_id=world.warehouse_id))).positions}
-        erp = {p.sku: p.on_hand for p in (await stubs.erp.ListLedgerPositions(erp_pb2.ListLedgerPositionsRequest(
-            warehouse_id=world.warehouse_id))).positions}
+        erp = {p.sku: p.on_hand for p in (await stubs.erp.ListLedgerPositions(
+            erp_pb2.ListLedgerPositionsRequest(warehouse_id=world.warehouse_id))).positions}
         return wms if wms == erp else None
     return await eventually(equal, what="ERP ledger equal to WMS stock")
 
 
 def lose_a_wms_adjustment(mesh, world: World, sku: str, delta: int) -> None:
     """A cycle-count adjustment recorded in WMS whose event never left (no outbox row)."""
-    (on_hand, seq), = sqlite(mesh, "wms", "SELECT on_hand, sequence FROM stock WHERE warehouse_id = ? AND sku = ?",
+    (on_hand, seq), = sqlite(mesh, "wms",
+                             "SELECT on_hand, sequence FROM stock WHERE warehouse_id = ? AND sku = ?",
                              world.warehouse_id, sku)
     at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
     sqlite(mesh, "wms", "UPDATE stock SET on_hand = ?, sequence = ? WHERE warehouse_id = ? AND sku = ?",
            on_hand + delta, seq + 1, world.warehouse_id, sku)
-    sqlite(mesh, "wms", "INSERT INTO stock_movements (warehouse_id, sku, sequence, delta, on_hand_after, reason, "
-           "reference, event_id, at) VALUES (?, ?, ?, ?, ?, 'ADJUSTMENT', 'cycle count', '', ?)",
+    sqlite(mesh, "wms", "INSERT INTO stock_movements (warehouse_id, sku, sequence, delta, on_hand_after, "
+           "reason, reference, event_id, at) VALUES (?, ?, ?, ?, ?, 'ADJUSTMENT', 'cycle count', '', ?)",
            world.warehouse_id, sku, seq + 1, delta, on_hand + delta, at)
 
 
@@ -104,7 +105,8 @@ async def test_drift_behind_the_mesh_is_found_exactly_repaired_once_and_audited(
     corrected = await EventLog().start(nc, ["erp.inventory.corrected"])
     try:
         # 1. A ledger row changed directly in ERP's store.
-        sqlite(mesh, "erp", "UPDATE ledger_positions SET on_hand = on_hand - 7 WHERE warehouse_id = ? AND sku = ?",
+        sqlite(mesh, "erp",
+               "UPDATE ledger_positions SET on_hand = on_hand - 7 WHERE warehouse_id = ? AND sku = ?",
                world.warehouse_id, a)
         # 2. A WMS adjustment whose event never reached ERP.
         lose_a_wms_adjustment(mesh, world, b, +5)
@@ -142,14 +144,17 @@ async def test_drift_behind_the_mesh_is_found_exactly_repaired_once_and_audited(
         assert not list(tmp_path.glob(".*partial"))
 
         # Audited: a correction entry in the ledger and an event per position.
-        entries = sqlite(mesh, "erp", "SELECT sku, delta, on_hand_after, sequence, reference FROM ledger_entries "
-                         "WHERE warehouse_id = ? AND reason = 'RECONCILIATION' ORDER BY sku",
+        entries = sqlite(mesh, "erp", "SELECT sku, delta, on_hand_after, sequence, reference "
+                         "FROM ledger_entries WHERE warehouse_id = ? AND reason = 'RECONCILIATION' "
+                         "ORDER BY sku",
                          world.warehouse_id)
         assert [e[:4] for e in entries] == [(a, 7, 500, 1), (b, 5, 505, 2)]
         assert entries[0][4].startswith("RECON-") and entries[0][4] == entries[1][4]
-        events = await eventually(lambda: len(corrected.messages) == 2 and corrected.of("erp.inventory.corrected"),
-                                  what="two erp.inventory.corrected events")
-        assert sorted((e.sku, e.on_hand_before, e.on_hand_after) for e in events) == [(a, 493, 500), (b, 500, 505)]
+        events = await eventually(
+            lambda: len(corrected.messages) == 2 and corrected.of("erp.inventory.corrected"),
+            what="two erp.inventory.corrected events")
+        assert (sorted((e.sku, e.on_hand_before, e.on_hand_after) for e in events)
+                == [(a, 493, 500), (b, 500, 505)])
         assert await ledger_equals_wms(stubs, world) == {a: 500, b: 505, c: 500}
 
         # Idempotent: a second run (even repairing) finds and repairs nothing.
@@ -160,7 +165,8 @@ async def test_drift_behind_the_mesh_is_found_exactly_repaired_once_and_audited(
         # And the ledger keeps following WMS from the repaired sequence on.
         await invoiced_order(stubs, world, {b: 4})
         assert (await ledger_equals_wms(stubs, world))[b] == 501
-        runs = (await rs.reconciliation.ListReconciliationRuns(cpb.ListReconciliationRunsRequest(page_size=500))).runs
+        runs = (await rs.reconciliation.ListReconciliationRuns(
+            cpb.ListReconciliationRunsRequest(page_size=500))).runs
         assert [r.repaired_count for r in runs if r.warehouse_id == world.warehouse_id][-3:] == [0, 2, 0]
     finally:
         await nc.close()
@@ -172,7 +178,8 @@ async def test_reconciliation_amid_order_traffic_reports_no_false_drift(stubs, r
     traffic = asyncio.create_task(wait_all(stubs, ids, timeout=180))
     runs = []
     while not traffic.done():
-        resp = await rs.reconciliation.ReconcileInventory(reconcile_request())  # every warehouse, default grace
+        # Every warehouse, default grace.
+        resp = await rs.reconciliation.ReconcileInventory(reconcile_request())
         assert list(resp.drifts) == [], resp.drifts
         runs.append(resp.run)
     await traffic
@@ -212,7 +219,8 @@ async def eur_order(stubs, world: World) -> pb.Order:
         carrier_id="E2E-EUR-CARRIER", name="Test carrier (EUR)", active=True, rates=[tms_pb2.Rate(
             service_level="GROUND", country_codes=["US"], base=Money(currency_code="EUR", amount_minor=500),
             per_kg=Money(currency_code="EUR", amount_minor=50), transit_days=2)])))
-    eu = World(world.suffix, f"{world.customer_id}-EU", world.warehouse_id, [sku], {sku: eur.amount_minor}, 10)
+    eu = World(world.suffix, f"{world.customer_id}-EU", world.warehouse_id, [sku],
+               {sku: eur.amount_minor}, 10)
     return await invoiced_order(stubs, eu, {sku: 3})
 
 
@@ -227,8 +235,10 @@ async def test_settlement_export_totals_equal_erps_own(stubs, rs, mesh, tmp_path
     await wait_return(rs, r.return_id, rpb.RETURN_STATUS_CREDITED)
     start, end = "2000-01-01", (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     own_resp = await stubs.erp.GetSettlementTotals(erp_pb2.GetSettlementTotalsRequest(
-        start_time=_ts(datetime(2000, 1, 1, tzinfo=UTC)), end_time=_ts(datetime.fromisoformat(end).replace(tzinfo=UTC))))
-    own = {t.currency_code: (t.invoice_count, t.invoiced_minor, t.credit_memo_count, t.credited_minor, t.net_minor)
+        start_time=_ts(datetime(2000, 1, 1, tzinfo=UTC)),
+        end_time=_ts(datetime.fromisoformat(end).replace(tzinfo=UTC))))
+    own = {t.currency_code: (t.invoice_count, t.invoiced_minor, t.credit_memo_count, t.credited_minor,
+                             t.net_minor)
            for t in own_resp.totals}
     assert set(own) == {"USD", "EUR"} and own["USD"][2] >= 1  # the credit memo above
 
@@ -256,7 +266,8 @@ async def test_settlement_export_totals_equal_erps_own(stubs, rs, mesh, tmp_path
         assert {c: (s["invoices"], s["invoiced"], s["credits"], s["credited"], s["net"])
                 for c, s in sums.items()} == own
         eur_rows = [r for r in rows if r["currency"] == "EUR"]
-        assert [(r["amount_minor"], r["amount"]) for r in eur_rows] in ([("12963", "129.63")], [(12963, "129.63")])
+        assert ([(r["amount_minor"], r["amount"]) for r in eur_rows]
+                in ([("12963", "129.63")], [(12963, "129.63")]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["settlement.csv", "settlement.jsonl"]
 
 
@@ -268,7 +279,8 @@ def _ts(when: datetime):
     return t
 
 
-async def test_price_and_credit_limit_changes_reach_the_replicas_and_priced_orders_keep_their_price(stubs, mesh):
+async def test_price_and_credit_limit_changes_reach_the_replicas_and_priced_orders_keep_their_price(
+        stubs, mesh):
     world = await make_world(stubs)
     sku = world.skus[0]
     priced = (await stubs.ots.SubmitOrder(world.order({sku: 2}))).order
@@ -284,14 +296,17 @@ async def test_price_and_credit_limit_changes_reach_the_replicas_and_priced_orde
     def replicas():
         return (sqlite(mesh, "wms", "SELECT unit_price_minor, revision FROM items WHERE sku = ?", sku),
                 sqlite(mesh, "tms", "SELECT unit_price_minor, revision FROM items WHERE sku = ?", sku),
-                sqlite(mesh, "wms", "SELECT credit_limit_minor FROM customers WHERE customer_id = ?", world.customer_id),
-                sqlite(mesh, "tms", "SELECT credit_limit_minor FROM customers WHERE customer_id = ?", world.customer_id))
+                sqlite(mesh, "wms", "SELECT credit_limit_minor FROM customers WHERE customer_id = ?",
+                       world.customer_id),
+                sqlite(mesh, "tms", "SELECT credit_limit_minor FROM customers WHERE customer_id = ?",
+                       world.customer_id))
     await eventually(lambda: replicas() == ([(1500, 2)], [(1500, 2)], [(12345600,)], [(12345600,)]),
                      timeout=10, what="the change in the WMS and TMS replicas")
 
     # The order priced before the change is invoiced at its price.
     (done,) = (await wait_all(stubs, [priced.order_id])).values()
-    invoice = (await stubs.erp.ListInvoices(erp_pb2.ListInvoicesRequest(order_id=priced.order_id))).invoices[0]
+    invoice = (await stubs.erp.ListInvoices(
+        erp_pb2.ListInvoicesRequest(order_id=priced.order_id))).invoices[0]
     assert invoice.total.amount_minor == 2 * 1000 == done.total.amount_minor
     # New orders take the new price.
     async def repriced():

@@ -28,7 +28,8 @@ LEAD_TIMES = {"CROSSDOCK_ERP_SUPPLIER_LEAD_TIME": "0.5", "CROSSDOCK_ERP_TRANSFER
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=[
-    pytest.mark.postgres, pytest.mark.skipif(not PG_URL, reason="CROSSDOCK_TEST_PG_URL not set (.ci/run sets it)")])])
+    pytest.mark.postgres,
+    pytest.mark.skipif(not PG_URL, reason="CROSSDOCK_TEST_PG_URL not set (.ci/run sets it)")])])
 def mesh(request, tmp_path_factory):
     """The mesh on SQLite, and on PostgreSQL (row locks instead of one writer)."""
     names = {svc: f"crossdock_{svc}_{uuid.uuid4().hex[:8]}" for svc in SERVICES} \

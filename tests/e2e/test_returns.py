@@ -29,7 +29,8 @@ from tests.helpers import eventually, publish
 
 pytestmark = pytest.mark.e2e
 
-NOT_NEEDED, DEFECTIVE, OTHER = rpb.RETURN_REASON_NOT_NEEDED, rpb.RETURN_REASON_DEFECTIVE, rpb.RETURN_REASON_OTHER
+NOT_NEEDED, DEFECTIVE, OTHER = (rpb.RETURN_REASON_NOT_NEEDED, rpb.RETURN_REASON_DEFECTIVE,
+                                 rpb.RETURN_REASON_OTHER)
 RS = rpb.ReturnStatus
 
 
@@ -59,7 +60,8 @@ async def at_dock(rs: ReturnsStubs, stubs, r: rpb.CustomerReturn, received: dict
 async def inspect(stubs, r: rpb.CustomerReturn, *lines: tuple[int, int, int, int]) -> None:
     """lines: (line number, restock, scrap, refuse)"""
     await stubs.wms.InspectReturn(wms_pb2.InspectReturnRequest(rma_number=r.rma_number, lines=[
-        wms_pb2.ReturnReceiptLine(line_number=n, restocked_quantity=a, scrapped_quantity=b, refused_quantity=c)
+        wms_pb2.ReturnReceiptLine(line_number=n, restocked_quantity=a, scrapped_quantity=b,
+                                  refused_quantity=c)
         for n, a, b, c in lines]))
 
 
@@ -77,8 +79,8 @@ async def ledger_follows(stubs, world: World) -> None:
     async def equal():
         wms = {p.sku: p.on_hand for p in (await stubs.wms.GetAvailability(wms_pb2.GetAvailabilityRequest(
             skus=world.skus, warehouse_id=world.warehouse_id))).positions}
-        erp = {p.sku: p.on_hand for p in (await stubs.erp.ListLedgerPositions(erp_pb2.ListLedgerPositionsRequest(
-            warehouse_id=world.warehouse_id))).positions}
+        erp = {p.sku: p.on_hand for p in (await stubs.erp.ListLedgerPositions(
+            erp_pb2.ListLedgerPositionsRequest(warehouse_id=world.warehouse_id))).positions}
         assert set(world.skus) <= set(wms), f"WMS has no position for {set(world.skus) - set(wms)}"
         return wms == erp
     await eventually(equal, what="ERP ledger equal to WMS stock")
@@ -97,7 +99,8 @@ async def test_full_return_to_credit(stubs, rs, mesh):
     world = await make_world(stubs)
     a, b = world.skus[0], world.skus[1]
     order = await invoiced_order(stubs, world, {a: 3, b: 2})  # 3 x 10.00 + 2 x 20.00
-    r = (await rs.returns.CreateReturn(return_request(order, (1, 3, NOT_NEEDED), (2, 2, DEFECTIVE)))).customer_return
+    r = (await rs.returns.CreateReturn(
+        return_request(order, (1, 3, NOT_NEEDED), (2, 2, DEFECTIVE)))).customer_return
     assert r.status == RS.RETURN_STATUS_REQUESTED and r.expire_time.seconds > 0
     r = await at_dock(rs, stubs, r)
     assert r.expected_credit.amount_minor == 7000 and r.rma_number.startswith("RMA-")
@@ -107,7 +110,8 @@ async def test_full_return_to_credit(stubs, rs, mesh):
     assert r.credited.amount_minor == 7000 and r.credit_memo_id
     assert [(x.received_quantity, x.restocked_quantity, x.scrapped_quantity, x.credit.amount_minor)
             for x in r.lines] == [(3, 3, 0, 3000), (2, 0, 2, 4000)]
-    memos = (await stubs.erp.ListCreditMemos(erp_pb2.ListCreditMemosRequest(order_id=order.order_id))).credit_memos
+    memos = (await stubs.erp.ListCreditMemos(
+        erp_pb2.ListCreditMemosRequest(order_id=order.order_id))).credit_memos
     assert [(m.credit_memo_id, m.total.amount_minor) for m in memos] == [(r.credit_memo_id, 7000)]
     assert await balance(stubs, world) == 0  # invoiced 70.00, credited 70.00
     assert (await rma(stubs, r.rma_number)).status == erp_pb2.RETURN_AUTHORIZATION_STATUS_CREDITED
@@ -131,7 +135,8 @@ async def test_partial_return_credits_only_what_was_accepted(stubs, rs):
     world = await make_world(stubs)
     a, b = world.skus[0], world.skus[1]
     order = await invoiced_order(stubs, world, {a: 4, b: 2})
-    r = (await rs.returns.CreateReturn(return_request(order, (1, 3, DEFECTIVE), (2, 2, OTHER)))).customer_return
+    r = (await rs.returns.CreateReturn(
+        return_request(order, (1, 3, DEFECTIVE), (2, 2, OTHER)))).customer_return
     # 2 of the 3 units of line 1 came back: one restocked, one scrapped; line 2 refused.
     r = await at_dock(rs, stubs, r, received={1: 2, 2: 2})
     await inspect(stubs, r, (1, 1, 1, 0), (2, 0, 0, 2))
@@ -160,7 +165,8 @@ async def test_return_refused_at_inspection_credits_nothing(stubs, rs):
     async def rma_cancelled():
         return (await rma(stubs, r.rma_number)).status == erp_pb2.RETURN_AUTHORIZATION_STATUS_CANCELLED
     await eventually(rma_cancelled, what="RMA cancelled in ERP")
-    assert (await stubs.erp.ListCreditMemos(erp_pb2.ListCreditMemosRequest(order_id=order.order_id))).credit_memos == []
+    assert (await stubs.erp.ListCreditMemos(
+        erp_pb2.ListCreditMemosRequest(order_id=order.order_id))).credit_memos == []
     assert await balance(stubs, world) == 2 * 1000
     assert await on_hand(stubs, world, world.skus[0]) == world.stock - 2
 
@@ -290,7 +296,8 @@ async def test_a_failure_after_authorisation_is_compensated_and_nothing_credited
     assert r.status_reason.startswith("credit refused by ERP: RMA_NOT_AUTHORIZED")
     assert "creditmemo.refused" in steps(r) and "compensate" in steps(r)
     assert r.credited.amount_minor == 0 and not r.credit_memo_id
-    assert (await stubs.erp.ListCreditMemos(erp_pb2.ListCreditMemosRequest(order_id=order.order_id))).credit_memos == []
+    assert (await stubs.erp.ListCreditMemos(
+        erp_pb2.ListCreditMemosRequest(order_id=order.order_id))).credit_memos == []
     assert await balance(stubs, world) == 2 * 1000
 
 

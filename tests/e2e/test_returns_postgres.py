@@ -31,7 +31,8 @@ def pg_mesh(tmp_path_factory):
     urls = {svc: pg_database(PG_URL, name) for svc, name in names.items()}
     try:
         m = Mesh(tmp_path_factory.mktemp("mesh"), database_urls=urls, env={
-            **FAST, "CROSSDOCK_WMS_RETURN_RECEIVE_DELAY": "0.05", "CROSSDOCK_WMS_RETURN_INSPECT_DELAY": "0.05"})
+            **FAST, "CROSSDOCK_WMS_RETURN_RECEIVE_DELAY": "0.05",
+            "CROSSDOCK_WMS_RETURN_INSPECT_DELAY": "0.05"})
         try:
             m.start()
             m.urls = urls
@@ -65,9 +66,11 @@ async def test_return_reconciliation_and_export_on_postgresql(pg_mesh):
         url = make_url(pg_mesh.urls["erp"])
         with psycopg2.connect(host=url.host, port=url.port or 5432, user=url.username,
                               password=url.password, dbname=url.database) as conn, conn.cursor() as cur:
-            cur.execute("UPDATE ledger_positions SET on_hand = on_hand + 3 WHERE warehouse_id = %s AND sku = %s",
+            cur.execute("UPDATE ledger_positions SET on_hand = on_hand + 3 "
+                        "WHERE warehouse_id = %s AND sku = %s",
                         (world.warehouse_id, world.skus[2]))
-        req = cpb.ReconcileInventoryRequest(warehouse_id=world.warehouse_id, grace_period=Duration(seconds=30))
+        req = cpb.ReconcileInventoryRequest(warehouse_id=world.warehouse_id,
+                                            grace_period=Duration(seconds=30))
 
         async def found():
             resp = await rs.reconciliation.ReconcileInventory(req)

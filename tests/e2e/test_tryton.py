@@ -1,8 +1,9 @@
-"""The mesh on the Tryton ERP backend, end to end (order-to-ship, returns, settlement): every service a process, trytond
-under gunicorn on a copy of the prepared template, real nats-server. The scenarios and
-assertions of the built-in ERP's end-to-end tests (imported from their modules, so they
-are the same functions), on a handful of orders each; ERP-side figures read through the
-ERP contract and checked against Tryton's own records."""
+"""The mesh on the Tryton ERP backend, end to end (order-to-ship, returns, settlement):
+every service a process, trytond under gunicorn on a copy of the prepared template,
+real nats-server. The scenarios and assertions of the built-in ERP's end-to-end tests
+(imported from their modules, so they are the same functions), on a handful of orders
+each; ERP-side figures read through the ERP contract and checked against Tryton's own
+records."""
 
 from __future__ import annotations
 
@@ -77,7 +78,8 @@ async def test_a_handful_of_orders_shipped_and_invoiced_once_in_trytons_books(st
     assert party["receivable"] * 100 == sum(o.total.amount_minor for o in orders.values())
     (wh,) = await books.search_read("stock.location", [("code", "=", world.warehouse_id)], ["id"])
     stock = {p["code"]: int(p["quantity"]) for p in await books.search_read(
-        "product.product", [("code", "in", world.skus)], ["code", "quantity"], context={"locations": [wh["id"]]})}
+        "product.product", [("code", "in", world.skus)], ["code", "quantity"],
+        context={"locations": [wh["id"]]})}
     wms = {p.sku: p.on_hand for p in (await stubs.wms.GetAvailability(wms_pb2.GetAvailabilityRequest(
         skus=world.skus, warehouse_id=world.warehouse_id))).positions}
     assert stock == wms
@@ -107,8 +109,9 @@ async def test_the_settlement_totals_are_trytons_invoices(stubs, books):
     assert list(own) == [totals] and totals.invoice_count == chunks[0].record_count
 
     async def tryton_agrees():
-        invoices = await books.search_read("account.invoice", [("state", "=", "posted"),
-                                                               ("description", "like", "INV-%")], ["total_amount"])
+        invoices = await books.search_read(
+            "account.invoice", [("state", "=", "posted"), ("description", "like", "INV-%")],
+            ["total_amount"])
         return sum(i["total_amount"] for i in invoices) * 100 >= totals.invoiced_minor
     await eventually(tryton_agrees, what="Tryton's posted invoices cover the export")
 
@@ -144,10 +147,12 @@ async def test_drift_made_in_tryton_is_found_and_repaired_once_through_the_contr
     world = await make_world(stubs, stock=50, n_skus=2)
     a, _ = world.skus
     await ledger_equals_wms(stubs, world)
-    (wh,) = await books.search_read("stock.location", [("code", "=", world.warehouse_id)], ["storage_location"])
+    (wh,) = await books.search_read("stock.location", [("code", "=", world.warehouse_id)],
+                                    ["storage_location"])
     (product,) = await books.search_read("product.product", [("code", "=", a)], ["id"])
     (inventory,) = await books.model("stock.inventory", "create", [{
-        "location": wh["storage_location"], "lines": [["create", [{"product": product["id"], "quantity": 43}]]]}])
+        "location": wh["storage_location"],
+        "lines": [["create", [{"product": product["id"], "quantity": 43}]]]}])
     await books.model("stock.inventory", "confirm", [inventory])
 
     async def found():

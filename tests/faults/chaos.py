@@ -12,9 +12,10 @@ whatever died, as Kubernetes would.
 
 Invariants: every order and every return terminal; exactly one invoice per
 shipped order and none for the others; exactly one credit memo per accepted
-return and none for the others, never more than invoiced; no shipment booked twice; ERP ledger equal to WMS stock
-for every SKU/warehouse and no negative stock; the dead-letter stream holds
-only messages with a stated permanent reason.
+return and none for the others, never more than invoiced; no shipment booked
+twice; ERP ledger equal to WMS stock for every SKU/warehouse and no negative
+stock; the dead-letter stream holds only messages with a stated permanent
+reason.
 """
 
 from __future__ import annotations
@@ -41,8 +42,8 @@ from services.mesh.launcher import Mesh
 from tests.e2e.conftest import FAST, Stubs, World, make_world
 
 TERMINAL = {pb.ORDER_STATUS_INVOICED, pb.ORDER_STATUS_REJECTED, pb.ORDER_STATUS_CANCELLED}
-RETURN_TERMINAL = {rpb.RETURN_STATUS_CREDITED, rpb.RETURN_STATUS_PARTIALLY_CREDITED, rpb.RETURN_STATUS_REFUSED,
-                   rpb.RETURN_STATUS_EXPIRED, rpb.RETURN_STATUS_CANCELLED}
+RETURN_TERMINAL = {rpb.RETURN_STATUS_CREDITED, rpb.RETURN_STATUS_PARTIALLY_CREDITED,
+                   rpb.RETURN_STATUS_REFUSED, rpb.RETURN_STATUS_EXPIRED, rpb.RETURN_STATUS_CANCELLED}
 CREDITED = {rpb.RETURN_STATUS_CREDITED, rpb.RETURN_STATUS_PARTIALLY_CREDITED}
 # Restocked, scrapped (both credited) and refused, by the WMS autopilot's default rules.
 REASONS = [rpb.RETURN_REASON_NOT_NEEDED, rpb.RETURN_REASON_DEFECTIVE, rpb.RETURN_REASON_OTHER]
@@ -106,7 +107,8 @@ class Summary:
             f"  crash points fired {self.crash_points}, retries {self.retries}, "
             f"duplicates absorbed {self.duplicates_absorbed}, dead letters {self.dead_letters} "
             f"({self.dead_letters_not_permanent} without a permanent reason)",
-            "  invariants: " + ", ".join(f"{k} {'OK' if v else 'FAILED'}" for k, v in self.invariants.items()),
+            "  invariants: "
+            + ", ".join(f"{k} {'OK' if v else 'FAILED'}" for k, v in self.invariants.items()),
         ]
         lines += [f"  problem: {p}" for p in self.problems[:20]]
         if self.notes:
@@ -235,8 +237,8 @@ async def submit_returns(stubs: Stubs, rs, order_ids: list[str], size: Size, rnd
     deadline = time.monotonic() + timeout
     while pending and len(created) < size.returns and time.monotonic() < deadline:
         for oid in list(pending[: size.returns - len(created)]):
-            order = await _unavailable_retry(lambda oid=oid: stubs.ots.GetOrder(pb.GetOrderRequest(order_id=oid),
-                                                                                 timeout=10))
+            order = await _unavailable_retry(
+                lambda oid=oid: stubs.ots.GetOrder(pb.GetOrderRequest(order_id=oid), timeout=10))
             o = order.order
             if o.status in (pb.ORDER_STATUS_REJECTED, pb.ORDER_STATUS_CANCELLED):
                 pending.remove(oid)
@@ -304,7 +306,8 @@ def _db(mesh: Mesh, name: str) -> sqlite3.Connection:
 
 
 def check_returns(mesh: Mesh, returns: dict[str, rpb.CustomerReturn], s: Summary) -> None:
-    s.returns = Counter(rpb.ReturnStatus.Name(r.status).removeprefix("RETURN_STATUS_") for r in returns.values())
+    s.returns = Counter(rpb.ReturnStatus.Name(r.status).removeprefix("RETURN_STATUS_")
+                        for r in returns.values())
     s.invariants["every return terminal"] = all(r.status in RETURN_TERMINAL for r in returns.values())
     with _db(mesh, "erp") as erp:
         memos = Counter(rid for (rid,) in erp.execute("SELECT return_id FROM credit_memos"))
@@ -336,7 +339,8 @@ async def check(mesh: Mesh, worlds: list[World], orders: dict[str, pb.Order], s:
 
     async def ledger_converged() -> bool:
         with _db(mesh, "erp") as erp, _db(mesh, "wms") as wms:
-            ledger = {(w, k): h for k, w, h in erp.execute("SELECT sku, warehouse_id, on_hand FROM ledger_positions")}
+            ledger = {(w, k): h
+                      for k, w, h in erp.execute("SELECT sku, warehouse_id, on_hand FROM ledger_positions")}
             wms_stock = {(w, k): h for w, k, h in wms.execute("SELECT warehouse_id, sku, on_hand FROM stock")}
         drift = {key: (ledger.get(key), qty) for key, qty in wms_stock.items() if ledger.get(key) != qty}
         if drift:
@@ -364,7 +368,8 @@ async def check(mesh: Mesh, worlds: list[World], orders: dict[str, pb.Order], s:
                 break
             if raw.headers.get("crossdock-dlq-permanent") != "true":
                 s.dead_letters_not_permanent += 1
-                s.problems.append(f"dead letter without a permanent reason: {raw.headers.get('crossdock-dlq-reason')}")
+                s.problems.append("dead letter without a permanent reason: "
+                                  f"{raw.headers.get('crossdock-dlq-reason')}")
             seq = raw.seq + 1
     finally:
         await nc.close()
@@ -382,7 +387,8 @@ async def _retrying(make):
         try:
             return await make()
         except grpc.aio.AioRpcError as err:
-            if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) or attempt == 59:
+            transient = err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+            if not transient or attempt == 59:
                 raise
             await asyncio.sleep(0.5)
 
@@ -426,7 +432,8 @@ async def run(size: Size, data_dir: Path) -> Summary:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--orders", type=int, default=2000)
     parser.add_argument("--returns", type=int, default=200)
     parser.add_argument("--erp-outage", type=float, default=30.0)
@@ -435,8 +442,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--json", type=Path, help="also write the summary as JSON")
     args = parser.parse_args()
-    size = Size(orders=args.orders, returns=args.returns, erp_outage=args.erp_outage, fault_every=args.fault_every,
-                seed=args.seed, quiescence_timeout=900)
+    size = Size(orders=args.orders, returns=args.returns, erp_outage=args.erp_outage,
+                fault_every=args.fault_every, seed=args.seed, quiescence_timeout=900)
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="crossdock-chaos-"))
     summary = asyncio.run(run(size, data_dir))
     print(summary.text())

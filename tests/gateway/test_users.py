@@ -54,7 +54,8 @@ async def test_users_are_made_listed_disabled_and_reset_through_the_admin_api(ga
             await stub.CreateUser(upb.CreateUserRequest(username="Bad Name", role=0, password="short"),
                                   metadata=op(gateway))
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        disabled = (await stub.DisableUser(upb.DisableUserRequest(username=username), metadata=op(gateway))).user
+        disabled = (await stub.DisableUser(upb.DisableUserRequest(username=username),
+                                           metadata=op(gateway))).user
         assert disabled.disabled and disabled.disable_time.seconds
         reset = await stub.ResetPassword(upb.ResetPasswordRequest(username=username), metadata=op(gateway))
         assert not reset.user.disabled and reset.password and reset.password != password
@@ -108,7 +109,8 @@ async def test_a_post_without_the_csrf_token_is_refused_and_audited_with_the_nam
         refused = await console.post("/console/sign-out", data={})
         assert refused.status_code == 403 and "security token" in refused.text
         assert (await console.get("/console/orders")).status_code == 200  # still signed in
-    entries = (await http.get("/v1/admin/audit", params={"limit": 100}, headers=gateway.admin())).json()["entries"]
+    entries = (await http.get("/v1/admin/audit", params={"limit": 100},
+                              headers=gateway.admin())).json()["entries"]
     mine = [e for e in entries if e["client_id"] == f"user:{username}"]
     assert {e["outcome"] for e in mine} >= {"signed-in", "csrf-refused"}
     assert all(e["actor"] == "Casey Agent" and e["transport"] == "console" for e in mine)

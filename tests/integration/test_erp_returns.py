@@ -169,6 +169,7 @@ async def test_settlement_export_streams_one_snapshot_whose_totals_match(erp, nc
         start_time=ts(start - timedelta(days=2)), end_time=ts(start - timedelta(days=1))))]
     assert len(empty) == 1 and empty[0].record_count == 0
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        async for _ in erp.ExportSettlement(erp_pb2.ExportSettlementRequest(start_time=ts(end), end_time=ts(start))):
+        async for _ in erp.ExportSettlement(
+                erp_pb2.ExportSettlementRequest(start_time=ts(end), end_time=ts(start))):
             pass
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "end_time" in info.value.details()

@@ -190,10 +190,13 @@ async def test_a_burst_of_movements_is_applied_once_each_even_with_a_bad_one_amo
     await moved("B-0", 1, 1, event_id=ids[0])  # the same message again
     bad = await moved("B-BAD", 0, 1)  # sequence 0: refused
     ids += await asyncio.gather(*(moved(f"B-{i}", 7, 7) for i in range(50)))
-    await eventually(lambda: db(f"SELECT count(*) FROM inbox WHERE message_id IN ({','.join('?' * len(ids))})",
+    await eventually(lambda: db("SELECT count(*) FROM inbox "
+                                f"WHERE message_id IN ({','.join('?' * len(ids))})",
                                 *ids) == [(350,)], what="every movement handled", timeout=60)
-    resp = await erp.ListLedgerPositions(erp_pb2.ListLedgerPositionsRequest(warehouse_id="WH-B", page_size=100))
-    assert {(p.sku, p.on_hand, p.last_sequence) for p in resp.positions} == {(f"B-{i}", 7, 7) for i in range(50)}
+    resp = await erp.ListLedgerPositions(
+        erp_pb2.ListLedgerPositionsRequest(warehouse_id="WH-B", page_size=100))
+    assert ({(p.sku, p.on_hand, p.last_sequence) for p in resp.positions}
+            == {(f"B-{i}", 7, 7) for i in range(50)})
     assert db("SELECT count(*) FROM ledger_entries WHERE warehouse_id = 'WH-B'") == [(350,)]
     assert db("SELECT count(*) FROM inbox WHERE message_id = ?", bad) == [(0,)]
 

@@ -70,8 +70,9 @@ async def world(erp, limit: int = 5_000) -> tuple[str, str]:
 
 
 def order(order_id: str, cid: str, sku: str, qty: int, price: int = 1_000) -> erp_msgs.CreateSalesOrder:
-    return erp_msgs.CreateSalesOrder(sales_order=erp_pb2.SalesOrder(order_id=order_id, customer_id=cid, lines=[
-        erp_pb2.SalesOrderLine(line_number=1, sku=sku, quantity=qty, unit_price=usd(price))]))
+    return erp_msgs.CreateSalesOrder(sales_order=erp_pb2.SalesOrder(
+        order_id=order_id, customer_id=cid,
+        lines=[erp_pb2.SalesOrderLine(line_number=1, sku=sku, quantity=qty, unit_price=usd(price))]))
 
 
 def outcome(log, order_id: str):
@@ -129,7 +130,8 @@ async def test_a_refused_posting_is_dead_lettered_with_the_reason_and_replayed_o
     await erp.UpsertItem(erp_pb2.UpsertItemRequest(item=erp_pb2.Item(
         sku=missing, uom="EA", unit_price=usd(1_000), active=True)))
     await erp.admin.ReplayDeadLetter(admin_pb2.ReplayDeadLetterRequest(dead_letter_id=dead.dead_letter_id))
-    [(subject, _)] = await eventually(lambda: outcome(log, order_id), timeout=60, what="accepted after replay")
+    [(subject, _)] = await eventually(lambda: outcome(log, order_id), timeout=60,
+                                      what="accepted after replay")
     assert subject == "erp.salesorder.accepted"
 
 
@@ -177,8 +179,9 @@ async def test_killed_between_trytons_commit_and_the_ack_it_leaves_exactly_one_d
             sales = await tryton.search_read("sale.sale", [("reference", "=", order_id)], ["state"])
             assert [s["state"] for s in sales] == ["processing"]
         elif posting == "invoice":
-            await eventually(lambda: [m for m in log.of("erp.invoice.posted") if m.invoice.order_id == order_id],
-                             timeout=60, what="invoiced after the restart")
+            await eventually(
+                lambda: [m for m in log.of("erp.invoice.posted") if m.invoice.order_id == order_id],
+                timeout=60, what="invoiced after the restart")
             invoices = await tryton.search_read("account.invoice", [("reference", "=", f"SHP-{order_id}")],
                                                 ["state"])
             assert [i["state"] for i in invoices] == ["posted"]
@@ -189,7 +192,8 @@ async def test_killed_between_trytons_commit_and_the_ack_it_leaves_exactly_one_d
                 return [p for p in ps if p.sku == sku]
             (pos,) = await eventually(position, timeout=60, what="the ledger position")
             assert (pos.on_hand, pos.last_sequence) == (7, 1)
-            bookings = await tryton.search_read("crossdock.booking", [("key", "=", f"mv:{key}")], ["inventory"])
+            bookings = await tryton.search_read("crossdock.booking", [("key", "=", f"mv:{key}")],
+                                                ["inventory"])
             assert len(bookings) == 1
     finally:
         await channel.close()
@@ -212,11 +216,13 @@ async def test_changes_made_in_tryton_reach_the_mesh_as_erp_events(erp, events, 
 
     def changed(subject, key, field):
         return [e for e in log.of(subject) if key(e) and field in e.changed_fields]
-    (price,) = await eventually(lambda: changed("erp.item.upserted", lambda e: e.item.sku == sku, "unit_price"),
-                                timeout=30, what="the price change")
+    (price,) = await eventually(
+        lambda: changed("erp.item.upserted", lambda e: e.item.sku == sku, "unit_price"),
+        timeout=30, what="the price change")
     assert price.item.unit_price == usd(1_250)
-    (limit,) = await eventually(lambda: changed("erp.customer.upserted", lambda e: e.customer.customer_id == cid,
-                                                "credit_limit"), timeout=30, what="the credit-limit change")
+    (limit,) = await eventually(
+        lambda: changed("erp.customer.upserted", lambda e: e.customer.customer_id == cid, "credit_limit"),
+        timeout=30, what="the credit-limit change")
     assert limit.customer.credit_limit == usd(9_900)
     revisions = [e.revision for e in log.of("erp.item.upserted") if e.item.sku == sku]
     assert revisions == sorted(revisions) and len(set(revisions)) == len(revisions)

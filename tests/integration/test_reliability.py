@@ -363,7 +363,8 @@ async def test_a_fetched_batch_commits_together_and_a_poison_message_in_it_is_re
     # The same event id again: the inbox drops it inside the same batch.
     dup_id = await publish(nc, SUBJECT, failed("DUP"))
     await nc.jetstream().publish(SUBJECT, failed("DUP").SerializeToString(), headers={
-        "ce-id": dup_id, "ce-type": "crossdock.tms.v1.ShipmentBookingFailed", "Nats-Msg-Id": dup_id + "-again"})
+        "ce-id": dup_id, "ce-type": "crossdock.tms.v1.ShipmentBookingFailed",
+        "Nats-Msg-Id": dup_id + "-again"})
     before = STORE_TRANSACTIONS._value.get()
     c = consumer(store, bus, rec, max_deliver=3)
     task = await running(c)
@@ -445,8 +446,9 @@ async def test_a_batch_whose_transaction_ran_out_of_time_commits_and_goes_on_in_
     ids = [f"T{i}" for i in range(12)]
     for oid in ids:
         await publish(nc, SUBJECT, failed(oid))
-    c = Consumer(store=store, bus=bus, durable=f"test-{uuid.uuid4().hex[:8]}", stream="TMS", subjects=[SUBJECT],
-                 handlers={SUBJECT: rec}, max_deliver=3, ack_wait=5.0, backoff=(0.05, 0.2), tx_max_s=1e-9)
+    c = Consumer(store=store, bus=bus, durable=f"test-{uuid.uuid4().hex[:8]}", stream="TMS",
+                 subjects=[SUBJECT], handlers={SUBJECT: rec}, max_deliver=3, ack_wait=5.0,
+                 backoff=(0.05, 0.2), tx_max_s=1e-9)
     before = STORE_TRANSACTIONS._value.get()
     task = await running(c)
     await eventually(lambda: all(rec.effects[oid] == 1 for oid in ids), what="every message")

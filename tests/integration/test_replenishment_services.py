@@ -70,7 +70,8 @@ async def test_wms_consumers_reach_the_trigger_and_the_stock_commands(wms, nc, e
 
 @pytest.fixture
 async def erp(start_service):
-    proc = start_service("erp", CROSSDOCK_ERP_SUPPLIER_LEAD_TIME="0.3", CROSSDOCK_ERP_TRANSFER_LEAD_TIME="0.3",
+    proc = start_service("erp", CROSSDOCK_ERP_SUPPLIER_LEAD_TIME="0.3",
+                         CROSSDOCK_ERP_TRANSFER_LEAD_TIME="0.3",
                          CROSSDOCK_ERP_REPLENISHMENT_INTERVAL="0.1")
     channel = grpc.aio.insecure_channel(proc.addr)
     yield erp_pb2_grpc.ErpServiceStub(channel), replenishment_pb2_grpc.ReplenishmentServiceStub(channel)
@@ -106,4 +107,5 @@ async def test_erp_plans_over_jetstream_and_its_delivery_loop_delivers_when_due(
             replenishment_id=delivery.receipt_id))).replenishment
         return r.status == erp_repl.REPLENISHMENT_STATUS_RECEIVED
     await eventually(received, what="RECEIVED")
-    assert len((await repl.ListReplenishments(erp_repl.ListReplenishmentsRequest(sku=sku))).replenishments) == 1
+    listed = await repl.ListReplenishments(erp_repl.ListReplenishmentsRequest(sku=sku))
+    assert len(listed.replenishments) == 1

@@ -48,14 +48,16 @@ def of(log, subject: str, rma: str) -> list:
 
 
 async def position(stub, sku: str) -> wms_pb2.InventoryPosition:
-    return (await stub.GetAvailability(wms_pb2.GetAvailabilityRequest(skus=[sku], warehouse_id=WH))).positions[0]
+    return (await stub.GetAvailability(
+        wms_pb2.GetAvailabilityRequest(skus=[sku], warehouse_id=WH))).positions[0]
 
 
 async def test_handheld_receive_and_inspect_restock_only_what_passes(wms, nc, events):
     stub = await wms()
     log = await events(["wms.return.>", "wms.inventory.adjusted"])
     rma = unique("RMA")
-    await publish(nc, "cmd.wms.return.expect", expect(rma, **{"SKU-A": (3, "DEFECTIVE"), "SKU-B": (2, "OTHER")}))
+    await publish(nc, "cmd.wms.return.expect",
+                  expect(rma, **{"SKU-A": (3, "DEFECTIVE"), "SKU-B": (2, "OTHER")}))
     (expected,) = await eventually(lambda: of(log, "wms.return.expected", rma), what="expected")
     assert expected.return_receipt.status == S.RETURN_RECEIPT_STATUS_EXPECTED
     before = await position(stub, "SKU-A")
@@ -78,8 +80,8 @@ async def test_handheld_receive_and_inspect_restock_only_what_passes(wms, nc, ev
     inspected = (await stub.InspectReturn(wms_pb2.InspectReturnRequest(rma_number=rma, lines=[
         wms_pb2.ReturnReceiptLine(line_number=1, restocked_quantity=1, scrapped_quantity=1),
         wms_pb2.ReturnReceiptLine(line_number=2, refused_quantity=2, note="used")]))).return_receipt
-    assert [(x.restocked_quantity, x.scrapped_quantity, x.refused_quantity, x.note) for x in inspected.lines] == [
-        (1, 1, 0, ""), (0, 0, 2, "used")]
+    assert [(x.restocked_quantity, x.scrapped_quantity, x.refused_quantity, x.note)
+            for x in inspected.lines] == [(1, 1, 0, ""), (0, 0, 2, "used")]
     with pytest.raises(grpc.aio.AioRpcError) as info:  # once
         await stub.InspectReturn(wms_pb2.InspectReturnRequest(rma_number=rma, lines=[
             wms_pb2.ReturnReceiptLine(line_number=1, restocked_quantity=2)]))

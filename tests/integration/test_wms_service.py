@@ -105,7 +105,8 @@ def detail(err: grpc.aio.AioRpcError, kind):
 async def test_fulfilment_runs_from_allocation_to_shipment(wms, nc, events, data_dir):
     stub = await wms()
     log = await events(["wms.>"])
-    await publish(nc, "erp.item.upserted", erp_msgs.ItemUpserted(item=erp_pb2.Item(sku="A", weight_grams=200)))
+    await publish(nc, "erp.item.upserted",
+                  erp_msgs.ItemUpserted(item=erp_pb2.Item(sku="A", weight_grams=200)))
 
     def replicated():
         with sqlite3.connect(data_dir / "wms.db") as db:
@@ -124,7 +125,8 @@ async def test_fulfilment_runs_from_allocation_to_shipment(wms, nc, events, data
     packed = await eventually(lambda: of_order(log, "wms.fulfilment.packed", order_id), what="packed")
     assert packed[0].fulfilment_order.package_weight_grams == 3 * 200 + 2 * 500  # B unknown: 500 g
     allocated = of_order(log, "wms.fulfilment.allocated", order_id)
-    assert len(allocated) == 1 and milestones(allocated[0].fulfilment_order) == [S.FULFILMENT_STATUS_ALLOCATED]
+    assert len(allocated) == 1
+    assert milestones(allocated[0].fulfilment_order) == [S.FULFILMENT_STATUS_ALLOCATED]
     assert [(li.sku, li.quantity) for li in allocated[0].fulfilment_order.lines] == [("A", 3), ("B", 2)]
     assert of_order(log, "wms.fulfilment.picked", order_id)
     assert await positions(stub, "A", "B") == {"A": (10, 3, 1), "B": (5, 2, 1)}
@@ -212,8 +214,8 @@ async def test_a_cancel_that_overtakes_its_create_leaves_the_order_cancelled(wms
     stub = await wms(**MANUAL)
     log = await events(["wms.fulfilment.>"])
     await receive(stub, "R-1", A=5)
-    await publish(nc, "cmd.wms.fulfilment.cancel", wms_msgs.CancelFulfilment(order_id="O-1", reason="customer"),
-                  key="O-1")
+    await publish(nc, "cmd.wms.fulfilment.cancel",
+                  wms_msgs.CancelFulfilment(order_id="O-1", reason="customer"), key="O-1")
     await create(nc, "O-1", A=2)
     await create(nc, "O-2", A=1)  # after O-1's create in the same stream: once it is there, so was O-1's
     await eventually(lambda: of_order(log, "wms.fulfilment.allocated", "O-2"), what="O-2 allocated")
@@ -246,11 +248,14 @@ async def test_autopilot_resumes_after_a_restart(start_service, nc, events):
     log = await events(["wms.fulfilment.>"])
     async with grpc.aio.insecure_channel(first.addr) as channel:
         stub = wms_pb2_grpc.WmsServiceStub(channel)
-        await stub.UpsertWarehouse(wms_pb2.UpsertWarehouseRequest(warehouse=wms_pb2.Warehouse(warehouse_id=WH)))
+        await stub.UpsertWarehouse(
+            wms_pb2.UpsertWarehouseRequest(warehouse=wms_pb2.Warehouse(warehouse_id=WH)))
         await receive(stub, "R-1", A=1)
     await create(nc, "O-1", A=1)
     await eventually(lambda: of_order(log, "wms.fulfilment.allocated", "O-1"), what="allocated")
     first.stop()
     start_service("wms", **FAST)
-    packed = await eventually(lambda: of_order(log, "wms.fulfilment.packed", "O-1"), what="packed after restart")
-    assert milestones(packed[0].fulfilment_order)[-2:] == [S.FULFILMENT_STATUS_PICKED, S.FULFILMENT_STATUS_PACKED]
+    packed = await eventually(lambda: of_order(log, "wms.fulfilment.packed", "O-1"),
+                              what="packed after restart")
+    assert (milestones(packed[0].fulfilment_order)[-2:]
+            == [S.FULFILMENT_STATUS_PICKED, S.FULFILMENT_STATUS_PACKED])

@@ -64,7 +64,8 @@ def span_tree(spans: list[dict]) -> str:
 
     def walk(parent: str, depth: int) -> None:
         for s in sorted(children.get(parent, []), key=lambda x: x["start"]):
-            lines.append(f"{'  ' * depth}{s['service'].removeprefix('crossdock-')}: {s['name']} [{s['kind']}]")
+            service = s["service"].removeprefix("crossdock-")
+            lines.append(f"{'  ' * depth}{service}: {s['name']} [{s['kind']}]")
             walk(s["span_id"], depth + 1)
 
     walk("", 0)
@@ -80,7 +81,8 @@ def as_jaeger(spans: list[dict], trace_id: str) -> dict:
         "processes": {pids[svc]: {"serviceName": svc} for svc in services},
         "spans": [{
             "traceID": trace_id, "spanID": s["span_id"], "operationName": s["name"],
-            "references": [{"refType": "CHILD_OF", "traceID": trace_id, "spanID": s["parent"]}] if s["parent"] else [],
+            "references": ([{"refType": "CHILD_OF", "traceID": trace_id, "spanID": s["parent"]}]
+                           if s["parent"] else []),
             "startTime": s["start"] // 1000, "duration": (s["end"] - s["start"]) // 1000,
             "processID": pids[s["service"]], "tags": [{"key": "span.kind", "value": s["kind"].lower()}],
         } for s in spans],
@@ -194,14 +196,16 @@ async def test_one_order_is_one_trace_with_metrics_and_logs(tmp_path: Path):
                 producer = by_id[c["parent"]]
                 assert producer["kind"] == "PRODUCER", (c["name"], producer["name"])
                 assert producer["name"] == c["name"].replace(" process", " publish")
-                assert producer["attributes"]["messaging.message.id"] == c["attributes"]["messaging.message.id"]
+                assert (producer["attributes"]["messaging.message.id"]
+                        == c["attributes"]["messaging.message.id"])
             # gRPC client spans (order-to-ship's lookups) parent the callee's server span.
             clients = [s for s in spans if s["kind"] == "CLIENT"]
             assert clients and all(
                 any(x["parent"] == c["span_id"] and x["kind"] == "SERVER" for x in spans) for c in clients)
             steps = {s["name"] for s in spans}
-            for subject in ("cmd.erp.salesorder.create", "erp.salesorder.accepted", "cmd.wms.fulfilment.create",
-                            "wms.fulfilment.packed", "cmd.tms.shipment.book", "tms.shipment.booked",
+            for subject in ("cmd.erp.salesorder.create", "erp.salesorder.accepted",
+                            "cmd.wms.fulfilment.create", "wms.fulfilment.packed",
+                            "cmd.tms.shipment.book", "tms.shipment.booked",
                             "wms.fulfilment.shipped", "cmd.erp.invoice.post", "erp.invoice.posted"):
                 assert f"{subject} process" in steps, subject
 
@@ -213,7 +217,8 @@ async def test_one_order_is_one_trace_with_metrics_and_logs(tmp_path: Path):
             logs = [json.loads(line) for name in ("erp", "wms", "tms", "ordertoship")
                     for line in (mesh.data_dir / "logs" / f"{name}.log").read_text().splitlines()
                     if line.startswith("{")]
-            handled = [r for r in logs if r.get("event") == "message.handled" and r.get("trace_id") == trace_id]
+            handled = [r for r in logs
+                       if r.get("event") == "message.handled" and r.get("trace_id") == trace_id]
             assert {r["service"] for r in handled} >= {"erp", "wms", "tms", "ordertoship"}
             for r in handled:
                 assert r["level"] == "debug" and r["timestamp"] and r["span_id"] in by_id
@@ -224,8 +229,10 @@ async def test_one_order_is_one_trace_with_metrics_and_logs(tmp_path: Path):
             ots = await wait_for(  # after the first consumer-info poll
                 lambda: (t := metrics_text(mesh.data_dir, "ordertoship"))
                 and "crossdock_consumer_ack_pending_messages{" in t and t, 30, "the consumer-info gauges")
-            for name in ("crossdock_order_completion_seconds_count", "crossdock_order_release_delay_seconds_count",
-                         "crossdock_shipment_posting_lag_seconds_count", "crossdock_invoice_timing_seconds_count"):
+            for name in ("crossdock_order_completion_seconds_count",
+                         "crossdock_order_release_delay_seconds_count",
+                         "crossdock_shipment_posting_lag_seconds_count",
+                         "crossdock_invoice_timing_seconds_count"):
                 assert sample(ots, name) >= 1, name
             assert sample(ots, "crossdock_orders_finished_total") >= 1
             assert sample(ots, "crossdock_grpc_server_handling_seconds_count") >= 1
@@ -239,11 +246,13 @@ async def test_one_order_is_one_trace_with_metrics_and_logs(tmp_path: Path):
             assert "crossdock_messages_dead_lettered_total" in erp
 
             # ---- the CLI: a status snapshot, and the trace through a (fake) Jaeger query API ----
-            cli_env = {**os.environ, "CROSSDOCK_DATA_DIR": str(mesh.data_dir), "CROSSDOCK_NATS_URL": mesh.nats.url,
+            cli_env = {**os.environ, "CROSSDOCK_DATA_DIR": str(mesh.data_dir),
+                       "CROSSDOCK_NATS_URL": mesh.nats.url,
                        "COLUMNS": "200", **{f"CROSSDOCK_{n.upper()}_ADDR": mesh.addr(n)
                                             for n in mesh.services if "#" not in n},
                        "CROSSDOCK_JAEGER_QUERY_URL": f"http://127.0.0.1:{jaeger.server_port}"}
-            out = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "services.cli", "status", "--once"],
+            out = await asyncio.to_thread(subprocess.run,
+                                          [sys.executable, "-m", "services.cli", "status", "--once"],
                                           env=cli_env, cwd=ROOT, capture_output=True, text=True, timeout=60)
             print(out.stdout[-4000:])
             assert out.returncode == 0, out.stderr

@@ -19,7 +19,8 @@ LINES = [Line(1, "A", 2, 1_000), Line(2, "B", 1, 500)]  # 2 500
 
 
 def test_an_order_within_the_available_credit_is_accepted_with_its_total():
-    assert domain.decide_sales_order(credit(orders=7_500), LINES, {"USD"}) == domain.OrderDecision(True, 2_500)
+    assert (domain.decide_sales_order(credit(orders=7_500), LINES, {"USD"})
+            == domain.OrderDecision(True, 2_500))
 
 
 @pytest.mark.parametrize("customer, lines, currencies, code", [
@@ -98,13 +99,15 @@ def test_documents_are_numbered_per_order():
     ("CANCELLED", "", domain.ReturnGate("NOT_INVOICED", "sales order O1 is CANCELLED")),
     ("INVOICED", "C-1", domain.ReturnGate()),
 ])
-def test_only_an_invoiced_order_of_the_customer_may_be_returned_and_a_shipped_one_waits(status, customer, gate):
+def test_only_an_invoiced_order_of_the_customer_may_be_returned_and_a_shipped_one_waits(
+        status, customer, gate):
     assert domain.return_gate(status, "C-1", "O1", customer) == gate
 
 
 def test_the_ledger_applies_a_positions_movements_in_sequence_order_and_skips_stale_ones():
     result = domain.apply_movements({("A", "W"): (10, 2)}, [
-        Movement("A", "W", 4, 8), Movement("A", "W", 3, 9), Movement("A", "W", 2, 99), Movement("B", "W", 1, 5)])
+        Movement("A", "W", 4, 8), Movement("A", "W", 3, 9), Movement("A", "W", 2, 99),
+        Movement("B", "W", 1, 5)])
     assert result.positions == {("A", "W"): (8, 4), ("B", "W"): (5, 1)}
     assert [(m.sku, m.sequence) for m in result.applied] == [("A", 3), ("A", 4), ("B", 1)]
     assert [m.sequence for m in result.stale] == [2]

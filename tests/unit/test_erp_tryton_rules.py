@@ -28,7 +28,8 @@ def test_a_user_error_keeps_trytons_message():
 
 def test_a_user_warning_keeps_its_name_so_it_can_only_be_accepted_deliberately():
     err = error_of(["UserWarning", ["abc.done", "Stock moves have no origin.", ""]])
-    assert isinstance(err, TrytonUserWarning) and (err.name, err.message) == ("abc.done", "Stock moves have no origin.")
+    assert isinstance(err, TrytonUserWarning)
+    assert (err.name, err.message) == ("abc.done", "Stock moves have no origin.")
 
 
 @pytest.mark.parametrize("error", [["ConcurrencyException", "Records were modified"],
@@ -71,7 +72,8 @@ def rows(*specs: tuple[int, float]) -> list[dict]:
 
 
 def test_the_feed_takes_rows_in_id_order_from_its_cursor():
-    assert [r["id"] for r in safe_prefix(rows((12, 1), (11, 0)), 10, T0 + timedelta(seconds=1), 5)] == [11, 12]
+    taken = safe_prefix(rows((12, 1), (11, 0)), 10, T0 + timedelta(seconds=1), 5)
+    assert [r["id"] for r in taken] == [11, 12]
 
 
 def test_the_feed_waits_at_a_missing_id_while_a_later_row_is_younger_than_the_window():
@@ -80,7 +82,8 @@ def test_the_feed_waits_at_a_missing_id_while_a_later_row_is_younger_than_the_wi
 
 
 def test_a_missing_id_older_than_the_window_is_taken_as_rolled_back():
-    assert [r["id"] for r in safe_prefix(rows((12, 0), (13, 1)), 10, T0 + timedelta(seconds=6), 5)] == [12, 13]
+    taken = safe_prefix(rows((12, 0), (13, 1)), 10, T0 + timedelta(seconds=6), 5)
+    assert [r["id"] for r in taken] == [12, 13]
 
 
 def test_the_feed_stops_at_the_first_gap_it_must_wait_for():
@@ -90,7 +93,8 @@ def test_the_feed_stops_at_the_first_gap_it_must_wait_for():
 
 def test_a_change_names_the_canonical_fields_it_touched():
     assert changed([{"mode": "write", "field_names": "list_price,write_date"}], ITEM_FIELDS) == ["unit_price"]
-    assert changed([{"mode": "write", "field_names": "active"}, {"mode": "write", "field_names": "addresses"}],
+    assert changed([{"mode": "write", "field_names": "active"},
+                    {"mode": "write", "field_names": "addresses"}],
                    CUSTOMER_FIELDS) == ["blocked", "ship_to"]
 
 

@@ -97,7 +97,8 @@ def test_booking_after_refusals_records_each_refusal():
 
 def shipped(wave: int, shipped_lines, remaining=(), sid: str = "") -> wms.FulfilmentShipped:
     return wms.FulfilmentShipped(
-        fulfilment_order=wms_pb2.FulfilmentOrder(order_id="O1", wave=wave, shipment_id=sid, tracking_number="T"),
+        fulfilment_order=wms_pb2.FulfilmentOrder(order_id="O1", wave=wave, shipment_id=sid,
+                                                 tracking_number="T"),
         wave=wave, shipped_lines=[SkuQuantity(sku=s, quantity=q) for s, q in shipped_lines],
         remaining_lines=[SkuQuantity(sku=s, quantity=q) for s, q in remaining])
 
@@ -133,7 +134,8 @@ def test_partial_shipments_are_invoiced_one_by_one_and_the_order_completes_after
     o.status = "SHIPMENT_BOOKED"
     d = workflow.react(o, "wms.fulfilment.shipped", shipped(2, [("A", 3)], sid="SHP-O1-2"))
     assert d.status == "SHIPPED"
-    assert [(x.line_number, x.quantity) for x in commands(d)["cmd.erp.invoice.post"].shipped_lines] == [(1, 3)]
+    post = commands(d)["cmd.erp.invoice.post"]
+    assert [(x.line_number, x.quantity) for x in post.shipped_lines] == [(1, 3)]
     o.status, o.shipments = "SHIPPED", {"SHP-O1": "INV-1", "SHP-O1-2": ""}
     assert workflow.react(o, "erp.invoice.posted", invoice("SHP-O1-2", "INV-2")).status == "INVOICED"
 

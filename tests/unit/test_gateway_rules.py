@@ -83,7 +83,8 @@ def test_a_bad_page_token_is_a_400_naming_it():
 
 
 def test_control_characters_are_found_at_any_depth_and_text_is_left_alone():
-    r = ots.SubmitOrderRequest(request_id="r\x00", lines=[ots.OrderLine(sku="ok"), ots.OrderLine(sku="\x1b[2J")])
+    r = ots.SubmitOrderRequest(request_id="r\x00",
+                               lines=[ots.OrderLine(sku="ok"), ots.OrderLine(sku="\x1b[2J")])
     r.ship_to.name = "Ann\tLee"
     r.ship_to.line1 = "Dock 4\r\nGate B"
     r.ship_to.city = "\u0085"  # C1 NEXT LINE

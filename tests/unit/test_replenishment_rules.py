@@ -62,4 +62,5 @@ def test_exact_cover_transfers_and_the_most_spare_wins_ties_by_id():
     assert plan_replenishment("WH-A", 30, [Source("WH-B", 50, 20)]).kind == TRANSFER
     sources = [Source("WH-C", 100), Source("WH-B", 100), Source("WH-D", 60)]
     assert plan_replenishment("WH-A", 30, sources).source_warehouse_id == "WH-B"
-    assert plan_replenishment("WH-A", 30, [Source("WH-D", 60), Source("WH-E", 90)]).source_warehouse_id == "WH-E"
+    plan = plan_replenishment("WH-A", 30, [Source("WH-D", 60), Source("WH-E", 90)])
+    assert plan.source_warehouse_id == "WH-E"

@@ -61,7 +61,8 @@ def test_a_credit_memo_never_credits_more_than_authorised_or_invoiced():
 
 def test_master_data_changes_name_their_fields():
     assert erp.changed_fields(None, {"unit_price": 1}) == []
-    assert erp.changed_fields({"unit_price": 1, "uom": "EA"}, {"unit_price": 2, "uom": "EA"}) == ["unit_price"]
+    assert (erp.changed_fields({"unit_price": 1, "uom": "EA"}, {"unit_price": 2, "uom": "EA"})
+            == ["unit_price"])
 
 
 def test_return_rules_parse_and_decide():

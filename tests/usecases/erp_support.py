@@ -38,7 +38,8 @@ def shipped(order_id: str, shipment_id: str, *lines: tuple[int, str, int]) -> ms
 
 
 def movement(sku: str, warehouse_id: str, sequence: int, delta: int, after: int,
-             reason: int = wms_msgs.MOVEMENT_REASON_RECEIPT, reference: str = "") -> wms_msgs.InventoryAdjusted:
+             reason: int = wms_msgs.MOVEMENT_REASON_RECEIPT,
+             reference: str = "") -> wms_msgs.InventoryAdjusted:
     return wms_msgs.InventoryAdjusted(sku=sku, warehouse_id=warehouse_id, delta=delta, on_hand_after=after,
                                       sequence=sequence, reason=reason, reference=reference)
 

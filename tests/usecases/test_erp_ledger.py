@@ -64,7 +64,8 @@ async def test_corrections_are_conditional_audited_and_idempotent(erp, outbox):
     assert done.applied and (done.position.on_hand, done.position.last_sequence) == (15, 2)
     (again,) = await erp.backend.ledger.correct("RECON-T", [correction(10, 1)])
     assert again.applied and again.position.on_hand == 15
-    assert await entries(erp, "SKU-L") == [(1, 10, 10, "RECEIPT", "R1"), (2, 5, 15, "RECONCILIATION", "RECON-T")]
+    assert await entries(erp, "SKU-L") == [(1, 10, 10, "RECEIPT", "R1"),
+                                           (2, 5, 15, "RECONCILIATION", "RECON-T")]
     (event,) = [p.body for p in await outbox(erp.store, "erp.inventory.corrected")]
     assert (event.on_hand_before, event.on_hand_after, event.delta, event.reference) == (10, 15, 5, "RECON-T")
     # The lost movement's event arriving late is stale now; the next one applies.

@@ -30,8 +30,9 @@ def point(warehouse_id: str, rp: int, qty: int) -> repl.ReorderPoint:
 
 
 def request(request_id: str, quantity: int) -> wms_repl.ReplenishmentRequested:
-    return wms_repl.ReplenishmentRequested(request_id=request_id, sku="SKU-1", warehouse_id="WH-1", position=-3,
-                                           reorder_point=5, reorder_quantity=20, quantity=quantity)
+    return wms_repl.ReplenishmentRequested(request_id=request_id, sku="SKU-1", warehouse_id="WH-1",
+                                           position=-3, reorder_point=5, reorder_quantity=20,
+                                           quantity=quantity)
 
 
 async def test_reorder_points_are_master_data_with_a_revision(erp, outbox):

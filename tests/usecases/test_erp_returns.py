@@ -25,7 +25,8 @@ async def erp(usecase_store):
 
 async def invoiced(erp, order_id: str, *lines: tuple[str, int, int]) -> None:
     await erp.create(sales_order(order_id, "C-1", *lines))
-    await erp.invoice(shipped(order_id, f"SHP-{order_id}", *[(n, s, q) for n, (s, q, _) in enumerate(lines, 1)]))
+    await erp.invoice(shipped(order_id, f"SHP-{order_id}",
+                              *[(n, s, q) for n, (s, q, _) in enumerate(lines, 1)]))
 
 
 def authorize(return_id: str, order_id: str, *lines: tuple[int, str, int]) -> msgs.AuthorizeReturn:
@@ -55,7 +56,8 @@ async def test_a_return_is_authorised_as_invoiced_credited_once_and_never_beyond
     first, repeat = of_return(await outbox(erp.store, "erp.return.authorized"), "RET-A")
     a = first.authorization
     assert a.rma_number == "RMA-O1-1" and repeat.authorization.rma_number == a.rma_number
-    assert [(x.line_number, x.quantity, x.unit_price.amount_minor) for x in a.lines] == [(1, 2, 500), (2, 2, 1000)]
+    assert ([(x.line_number, x.quantity, x.unit_price.amount_minor) for x in a.lines]
+            == [(1, 2, 500), (2, 2, 1000)])
     assert a.expected_credit.amount_minor == 3000
 
     # Only 1 of line 1 and nothing of line 2 is left to return.
@@ -133,7 +135,8 @@ async def test_the_settlement_export_is_one_snapshot_whose_rows_add_up_to_its_to
             totals.net_minor) == (3, 1500, 1, 500, 1000)
     assert await erp.backend.settlement.totals(start, end) == [totals]
     assert records[-1].reference == "RMA-O2-1" and records[0].reference == "SHP-O0"
-    empty = [c async for c in erp.backend.settlement.export(start - timedelta(days=2), start - timedelta(days=1))]
+    empty = [c async for c in erp.backend.settlement.export(start - timedelta(days=2),
+                                                            start - timedelta(days=1))]
     assert len(empty) == 1 and empty[0].record_count == 0
     with pytest.raises(InvalidArgument, match="end_time"):
         contract.period(end, start)

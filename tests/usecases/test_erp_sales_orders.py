@@ -22,7 +22,8 @@ async def erp(usecase_store):
 
 def outcome(published, order_id: str):
     (m,) = [p for p in published if p.subject in ("erp.salesorder.accepted", "erp.salesorder.rejected")
-            and (p.body.sales_order.order_id if p.subject.endswith("accepted") else p.body.order_id) == order_id]
+            and (p.body.sales_order.order_id if p.subject.endswith("accepted")
+                 else p.body.order_id) == order_id]
     return m.subject, m.body
 
 
@@ -30,7 +31,8 @@ async def test_an_order_within_credit_is_accepted_and_reserves_its_total(erp, ou
     await erp.create(sales_order("O1", "C-1", ("A", 2, 2_000), ("B", 1, 2_000)))
     subject, accepted = outcome(await outbox(erp.store), "O1")
     assert subject == "erp.salesorder.accepted"
-    assert (accepted.sales_order.total, accepted.sales_order.status) == (usd(6_000), erp_pb2.SALES_ORDER_STATUS_ACCEPTED)
+    assert ((accepted.sales_order.total, accepted.sales_order.status)
+            == (usd(6_000), erp_pb2.SALES_ORDER_STATUS_ACCEPTED))
     c = await erp.backend.master_data.get_customer("C-1")
     assert c.open_orders == usd(6_000)
     refused = await erp.backend.master_data.check_credit("C-1", usd(4_001))
@@ -97,7 +99,8 @@ async def test_one_invoice_per_shipment_at_the_order_prices_moving_open_orders_t
     posted = [p.body.invoice for p in await outbox(erp.store, "erp.invoice.posted")]
     assert posted[0] == posted[1]
     assert (posted[0].invoice_id, posted[0].total) == ("INV-O1-1", usd(3_500))
-    assert [(x.sku, x.quantity, x.amount.amount_minor) for x in posted[0].lines] == [("A", 2, 3_000), ("B", 1, 500)]
+    assert ([(x.sku, x.quantity, x.amount.amount_minor) for x in posted[0].lines]
+            == [("A", 2, 3_000), ("B", 1, 500)])
     invoices, _ = await erp.backend.invoicing.list(10, "", "O1")
     assert invoices == [posted[0]]
     # Balances are the ERP's own: an upsert cannot overwrite them.
