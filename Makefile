@@ -36,7 +36,7 @@ proto: ## regenerate the Python code from proto/ (lint first)
 
 lint: $(GEN) ## buf lint + ruff
 	$(VENV)/bin/buf lint
-	$(VENV)/bin/ruff check services gateway tests bench
+	$(VENV)/bin/ruff check services gateway tests bench scripts
 
 breaking: $(GEN) ## buf breaking against main
 	$(VENV)/bin/buf breaking --against '.git#branch=main'
@@ -46,7 +46,7 @@ run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep servi
 	$(VENV)/bin/crossdock up --demo 30 --erp $(ERP)
 
 test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
-	$(VENV)/bin/ruff check services gateway tests bench
+	$(VENV)/bin/ruff check services gateway tests bench scripts
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
 
 test-unit: $(GEN) ## the fast tiers: unit (no I/O) and use cases (in-process, real SQLite), seconds

@@ -33,7 +33,9 @@ WH = "WH-BENCH"
 async def run(mesh: Mesh, skus: int, batch: int) -> None:
     erp_ch = grpc.aio.insecure_channel(mesh.addr("erp"))
     wms_ch = grpc.aio.insecure_channel(mesh.addr("wms"))
-    ret_ch = grpc.aio.insecure_channel(mesh.addr("returns"), options=[("grpc.max_receive_message_length", 64 << 20)])
+    ret_ch = grpc.aio.insecure_channel(
+        mesh.addr("returns"), options=[("grpc.max_receive_message_length", 64 << 20)]
+    )
 
     wms = wms_pb2_grpc.WmsServiceStub(wms_ch)
     rec = reconciliation_pb2_grpc.ReconciliationServiceStub(ret_ch)
@@ -49,7 +51,9 @@ async def run(mesh: Mesh, skus: int, batch: int) -> None:
     erp_db = mesh.data_dir / "erp.db"
     while True:
         with sqlite3.connect(erp_db) as conn:
-            n = conn.execute("SELECT count(*) FROM ledger_positions WHERE warehouse_id = ?", (WH,)).fetchone()[0]
+            n = conn.execute(
+                "SELECT count(*) FROM ledger_positions WHERE warehouse_id = ?", (WH,)
+            ).fetchone()[0]
         if n >= skus:
             break
         await asyncio.sleep(0.5)
@@ -80,7 +84,9 @@ async def run(mesh: Mesh, skus: int, batch: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--skus", type=int, default=10_000)
     parser.add_argument("--batch", type=int, default=1_000, help="SKUs per receipt")
     args = parser.parse_args()

@@ -61,8 +61,8 @@ def fill(db: Path, rows: int) -> Counter:
             conn.executemany("INSERT INTO invoices (invoice_id, order_id, shipment_id, customer_id, "
                              "currency_code, total_minor, posted_at) VALUES (?, ?, ?, ?, ?, ?, ?)", invoices)
             conn.executemany("INSERT INTO credit_memos (credit_memo_id, return_id, rma_number, order_id, "
-                             "customer_id, currency_code, total_minor, posted_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                             memos)
+                             "customer_id, currency_code, total_minor, posted_at) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", memos)
             conn.commit()
             invoices, memos = [], []
     conn.close()
@@ -78,7 +78,9 @@ def vm_hwm(pid: int) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=1_000_000)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="crossdock-bench-") as tmp:
