@@ -325,3 +325,38 @@ def test_flow_health_shows_every_service_serving(console, page):
     visit(page, console, "/console/health", "health")
     expect(page.get_by_test_id("services")).to_contain_text("serving")
     assert "not answering" not in page.get_by_test_id("services").inner_text()
+
+
+def test_every_page_passes_axe_core_and_none_shows_a_stack_trace(console, page):
+    """axe-core (vendored) on each view as the person who uses it, in the states it is read in:
+    no serious or critical violation. (The exception work list with open exceptions, an
+    exception's page and a dead letter's page are checked where they happen: test_desks.py and
+    the replay test above.)"""
+    order_id = submit(console)
+    wait_for(lambda: order_status(console, order_id) == "INVOICED", timeout=60, what="the order invoiced")
+    page.goto(f"{console.url}/console/sign-in")
+    page.get_by_label("Username").fill(console.people["admin"].username)
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_be_visible()
+    clean(page)
+    accessible(page, "sign-in refused")
+    sign_in(page, console, "admin")
+    for path in ("/console/orders", f"/console/orders?customer={console.world.customer_id}&status=INVOICED",
+                 f"/console/orders/{order_id}", f"/console/orders/{order_id}/return", "/console/exceptions",
+                 "/console/exceptions?status=ALL", "/console/dead-letters", "/console/inventory?drift=1",
+                 "/console/health", "/console/audit", "/console/orders/ORD-NO-SUCH-ORDER"):
+        visit(page, console, path)
+    # A return made here, and its page.
+    visit(page, console, f"/console/orders/{order_id}/return", check_axe=False)
+    page.get_by_label("Quantity").first.fill("1")
+    page.get_by_role("button", name="Create the return").click()
+    page.wait_for_url("**/console/returns/*")
+    clean(page)
+    accessible(page, "a return")
+    shot(page, "return")
+    # A refusal is a page too.
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, console, "agent")
+    r = visit(page, console, "/console/audit")
+    assert r.status == 403
