@@ -192,9 +192,13 @@ def test_each_role_is_refused_what_it_may_not_do_in_the_page_and_on_the_server(c
     nav = page.get_by_role("navigation", name="Views")
     for title, permission in NAV.items():
         assert (title in nav.inner_text()) == may(permission), (role, title)
-    for path, permission in PAGES.items():
+    own_pages = {f"/console/orders/{order_id}/cancel": "orders.cancel",
+                 f"/console/orders/{order_id}/return": "returns.create",
+                 f"/console/exceptions/{open_exception}": "exceptions.view"}
+    for path, permission in {**PAGES, **own_pages}.items():
         r = visit(page, console, path, check_axe=False)
-        assert (r.status == 403) == (not may(permission)), (role, path, r.status)
+        allowed = (200, 404) if path == "/console/dead-letters/1" else (200,)  # no such dead letter here
+        assert r.status in (allowed if may(permission) else (403,)), (role, path, r.status)
         if r.status == 403:
             expect(page.get_by_test_id("error-message")).to_contain_text(users.ROLE_TITLES[role])
     # A control is in the page exactly when the role may use it.
