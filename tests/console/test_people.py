@@ -1,10 +1,12 @@
-"""Through the console as each person would, on one mesh: a customer-service agent finds an
-order by id and by customer and reads its timeline to invoiced while it updates live; an
-operator replays a dead letter after fixing its cause and it is handled once; drift made
-behind the mesh's back shows on the inventory page and is repaired from it. And the guards:
-each role refused what it may not do (not shown, and 403 on the server), a customer-bound
-user sees nothing of another customer, a form without its CSRF token is refused, hostile
-text is shown as text, a session expires, no page shows a stack trace."""
+"""Through the console as each person would, on one mesh (its warehouse on autopilot): a
+customer-service agent finds an order by id and by customer and reads its timeline to invoiced
+while it updates live, and cancels a backordered order; an operator replays a dead letter of an
+order after fixing its cause, it is handled once, and the order's page tells the replay (and a
+discard, with its reason); drift made behind the mesh's back shows on the inventory page and is
+repaired from it. And the guards: a customer-bound user sees nothing of another customer, a
+form without its CSRF token is refused, hostile text is shown as text, a session expires, every
+page passes axe-core and none shows a stack trace. The planner's desk and each role's refusals
+are in test_desks.py (a mesh worked by handhelds)."""
 
 from __future__ import annotations
 
