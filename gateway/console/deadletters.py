@@ -129,7 +129,8 @@ def add(app: FastAPI, web: Web) -> None:
         reader, form = await web.form(request, "deadletters.act")
         reason = str(form.get("reason") or "").strip()[:500]
         if not reason:
-            raise Problem(422, "invalid-request", "say why the message is discarded")
+            raise Problem(422, "invalid-request", "Say why the message must not be processed: a discard needs a "
+                          "reason, kept in the audit log and on the timeline of the order or return.")
         request.state.resource, request.state.detail = dead_letter_id, reason
 
         async def act() -> str:
