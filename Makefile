@@ -47,7 +47,7 @@ run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep servi
 
 test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
 	$(VENV)/bin/ruff check services gateway tests bench scripts
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --durations=25 $(PYTEST_ARGS)
 
 test-unit: $(GEN) ## the fast tiers: unit (no I/O) and use cases (in-process, real SQLite), seconds
 	$(VENV)/bin/pytest -q tests/unit tests/usecases
