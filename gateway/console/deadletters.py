@@ -129,8 +129,9 @@ def add(app: FastAPI, web: Web) -> None:
         reader, form = await web.form(request, "deadletters.act")
         reason = str(form.get("reason") or "").strip()[:500]
         if not reason:
-            raise Problem(422, "invalid-request", "Say why the message must not be processed: a discard needs a "
-                          "reason, kept in the audit log and on the timeline of the order or return.")
+            raise Problem(422, "invalid-request",
+                          "Say why the message must not be processed: a discard needs a reason, "
+                          "kept in the audit log and on the timeline of the order or return.")
         request.state.resource, request.state.detail = dead_letter_id, reason
 
         async def act() -> str:
@@ -180,5 +181,6 @@ def add(app: FastAPI, web: Web) -> None:
         job = jobs.get(job_id)
         if job is None or job.owner != reader.person.username:
             raise Problem(404, "not-found", "no such replay run (they are kept while the gateway runs)")
-        template = "replay_progress_part.html" if request.headers.get("hx-request") else "replay_progress.html"
+        template = ("replay_progress_part.html" if request.headers.get("hx-request")
+                    else "replay_progress.html")
         return web.page(request, template, job=job)

@@ -32,7 +32,8 @@ def _filter(values, reader: Reader) -> ExceptionFilter:
     status = str(values.get("status") or "OPEN")
     if status not in ("OPEN", "RESOLVED", "ALL"):
         raise Problem(422, "invalid-request", "status: open, resolved or all")
-    return ExceptionFilter(kind=kind, customer_id=reader.person.customer_id or str(values.get("customer") or "")[:64],
+    return ExceptionFilter(kind=kind,
+                           customer_id=reader.person.customer_id or str(values.get("customer") or "")[:64],
                            warehouse_id=str(values.get("warehouse") or "")[:64],
                            older_than_minutes=int(age or 0), status="" if status == "ALL" else status)
 
@@ -58,7 +59,8 @@ def add(app: FastAPI, web: Web) -> None:
                         kinds=operations.KINDS, ages=AGES, kind_of=kind_of, actions=operations.ACTIONS,
                         rules=list(rules.rules), policies=operations.POLICIES,
                         policy_of=lambda v: ots.ExceptionPolicy.Name(v).removeprefix("EXCEPTION_POLICY_"),
-                        status_of=lambda e: ots.ExceptionStatus.Name(e.status).removeprefix("EXCEPTION_STATUS_"),
+                        status_of=lambda e: ots.ExceptionStatus.Name(e.status).removeprefix(
+                            "EXCEPTION_STATUS_"),
                         action_of=lambda e: ots.ResolutionAction.Name(e.action).removeprefix(
                             "RESOLUTION_ACTION_") if e.action else "", carriers=await carriers())
 
@@ -107,10 +109,11 @@ def add(app: FastAPI, web: Web) -> None:
             raise Problem(422, "invalid-request", "choose an action")
         note = str(form.get("note") or "").strip()[:500]
         request.state.detail = f"{action} by filter {flt}: {note}"
-        result = await operations.resolve_many(core.ots, ExceptionFilter(**{**flt.__dict__, "status": "OPEN"}),
-                                               action=action, resolved_by=reader.person.display_name, note=note,
-                                               carrier_id=str(form.get("carrier_id") or "")[:64],
-                                               owns=reader.person.owns)
+        result = await operations.resolve_many(
+            core.ots, ExceptionFilter(**{**flt.__dict__, "status": "OPEN"}),
+            action=action, resolved_by=reader.person.display_name, note=note,
+            carrier_id=str(form.get("carrier_id") or "")[:64],
+            owns=reader.person.owns)
         request.state.resource = f"{len(result.resolved)} resolved"
         return web.page(request, "resolved_many.html", result=result, action=action)
 

@@ -31,7 +31,8 @@ def add(app: FastAPI, web: Web) -> None:
         for (_service, name, labels), value in last.gauges.items():
             ls = dict(labels)
             if name in ("crossdock_consumer_pending_messages", "crossdock_consumer_ack_pending_messages"):
-                row = backlog.setdefault((ls.get("stream", ""), ls.get("consumer", "")), {"pending": 0, "ack": 0})
+                row = backlog.setdefault((ls.get("stream", ""), ls.get("consumer", "")),
+                                         {"pending": 0, "ack": 0})
                 row["pending" if name == "crossdock_consumer_pending_messages" else "ack"] = max(
                     row["pending" if name == "crossdock_consumer_pending_messages" else "ack"], int(value))
             elif name == "crossdock_dead_letters":
@@ -46,7 +47,8 @@ def add(app: FastAPI, web: Web) -> None:
         dlq_rate = sampler.rate(samples, "crossdock_messages_dead_lettered_total")
         return web.page(request, "health.html", services=services, backlog=sorted(backlog.items()),
                         dead={k: int(v) for k, v in sorted(dead.items()) if v}, charts=charts,
-                        retries={"points": sampler.sparkline(retries), "total": int(sum(v or 0 for _, v in retries))},
+                        retries={"points": sampler.sparkline(retries),
+                                 "total": int(sum(v or 0 for _, v in retries))},
                         dead_lettered=int(sum(v or 0 for _, v in dlq_rate)),
                         minutes=int((samples[-1].at - samples[0].at) / 60) if len(samples) > 1 else 0,
                         interval=web.settings.console_metrics_interval)

@@ -66,8 +66,8 @@ def add(app: FastAPI, web: Web) -> None:
         return {"rows": [r for r in rows if r["drift"]] if only_drift else rows,
                 "drifting": sum(1 for r in rows if r["drift"]), "q": {"warehouse": warehouse, "sku": sku,
                                                                       "drift": only_drift},
-                "runs": [] if isinstance(runs, Exception) else sorted(runs.runs, key=lambda r: r.start_time.seconds,
-                                                                      reverse=True),
+                "runs": [] if isinstance(runs, Exception) else sorted(
+                    runs.runs, key=lambda r: r.start_time.seconds, reverse=True),
                 "points": [] if isinstance(points, Exception) else list(points.reorder_points),
                 "replenishments": [] if isinstance(repl, Exception) else list(repl.replenishments),
                 "repl_kind": lambda r: replenishment_pb2.ReplenishmentKind.Name(r.kind).removeprefix(
@@ -104,15 +104,20 @@ def add(app: FastAPI, web: Web) -> None:
         try:
             point, quantity = int(str(form.get("point"))), int(str(form.get("quantity")))
         except ValueError:
-            raise Problem(422, "invalid-request", "the reorder point and quantity are whole numbers") from None
-        sku, warehouse = str(form.get("sku") or "").strip()[:64], str(form.get("warehouse") or "").strip()[:64]
+            raise Problem(422, "invalid-request",
+                          "the reorder point and quantity are whole numbers") from None
+        sku, warehouse = (str(form.get("sku") or "").strip()[:64],
+                          str(form.get("warehouse") or "").strip()[:64])
         if not sku or not warehouse or point < 0 or quantity <= 0:
-            raise Problem(422, "invalid-request", "give a SKU, a warehouse, a point of 0 or more and a quantity")
-        request.state.resource, request.state.detail = f"{sku}@{warehouse}", f"point={point} quantity={quantity}"
+            raise Problem(422, "invalid-request",
+                          "give a SKU, a warehouse, a point of 0 or more and a quantity")
+        request.state.resource, request.state.detail = (f"{sku}@{warehouse}",
+                                                        f"point={point} quantity={quantity}")
 
         async def act() -> str:
             await web.call(core.replenishment.UpsertReorderPoint(replenishment_pb2.UpsertReorderPointRequest(
-                reorder_point=replenishment_pb2.ReorderPoint(sku=sku, warehouse_id=warehouse, reorder_point=point,
+                reorder_point=replenishment_pb2.ReorderPoint(sku=sku, warehouse_id=warehouse,
+                                                             reorder_point=point,
                                                              reorder_quantity=quantity))))
             return with_notice("/console/inventory", "reorder-saved")
 

@@ -24,7 +24,8 @@ from . import words
 from .web import Reader, Web, with_notice
 
 OrderId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")]
-STATUSES = [n.removeprefix("ORDER_STATUS_") for n in ots.OrderStatus.keys() if n != "ORDER_STATUS_UNSPECIFIED"]
+STATUSES = [n.removeprefix("ORDER_STATUS_") for n in ots.OrderStatus.keys()
+            if n != "ORDER_STATUS_UNSPECIFIED"]
 TERMINAL = {"INVOICED", "REJECTED", "CANCELLED"}
 REASONS = ["NOT_NEEDED", "DEFECTIVE", "DAMAGED", "WRONG_ITEM", "OTHER"]
 
@@ -167,9 +168,11 @@ def add(app: FastAPI, web: Web) -> None:
 
         async def act() -> str:
             await owned_order(web, reader, order_id)
-            words_reason = f"cancelled by {reader.person.display_name} (console)" + (f": {reason}" if reason else "")
-            await web.call(core.ots.CancelOrder(ots.CancelOrderRequest(order_id=order_id, reason=words_reason)),
-                           "order", order_id)
+            words_reason = (f"cancelled by {reader.person.display_name} (console)"
+                            + (f": {reason}" if reason else ""))
+            await web.call(
+                core.ots.CancelOrder(ots.CancelOrderRequest(order_id=order_id, reason=words_reason)),
+                "order", order_id)
             return with_notice(f"/console/orders/{order_id}", "cancel-requested")
 
         return await web.once(request, reader, form, act)
@@ -219,10 +222,12 @@ def add(app: FastAPI, web: Web) -> None:
     @app.get("/returns/{return_id}")
     async def return_page(request: Request, return_id: OrderId):
         reader = await web.reader(request, "orders.view")
-        r = await web.call(core.returns.GetReturn(rpb.GetReturnRequest(return_id=return_id)), "return", return_id)
+        r = await web.call(core.returns.GetReturn(rpb.GetReturnRequest(return_id=return_id)),
+                           "return", return_id)
         if not reader.person.owns(r.customer_return.customer_id):
             raise not_found("return", return_id)
-        return web.page(request, "return.html", ret=r.customer_return, status=return_status(r.customer_return),
+        return web.page(request, "return.html", ret=r.customer_return,
+                        status=return_status(r.customer_return),
                         entry_status=lambda e: rpb.ReturnStatus.Name(e.status).removeprefix("RETURN_STATUS_"),
                         reason_of=lambda ln: rpb.ReturnReason.Name(ln.reason).removeprefix("RETURN_REASON_"))
 

@@ -84,7 +84,8 @@ def sparkline(points: list[tuple[float, float | None]], width: int = 300, height
     t0, t1 = values[0][0], values[-1][0]
     top = max(v for _, v in values) or 1.0
     span = (t1 - t0) or 1.0
-    return " ".join(f"{(t - t0) / span * width:.1f},{height - 4 - v / top * (height - 8):.1f}" for t, v in values)
+    return " ".join(f"{(t - t0) / span * width:.1f},{height - 4 - v / top * (height - 8):.1f}"
+                    for t, v in values)
 
 
 class Sampler:

@@ -59,15 +59,17 @@ def add(app: FastAPI, web: Web) -> None:
         wait = await users.sign_in_wait(web.store, username, address, web.throttle)
         if wait > 0:
             request.state.outcome = "sign-in-throttled"
-            return sign_in_page(request, 429, f"Too many failed sign-ins. Try again in {math.ceil(wait / 60)} "
-                                "minute(s).", username, target)
+            return sign_in_page(request, 429,
+                                f"Too many failed sign-ins. Try again in {math.ceil(wait / 60)} minute(s).",
+                                username, target)
         person = await users.authenticate(web.store, username, password)
         if person is None:
             await users.record_failure(web.store, username, address, web.throttle)
             request.state.outcome = "sign-in-refused"
             return sign_in_page(request, 401, "The username or password is not right, or the account is "
                                 "disabled.", username, target)
-        token, _ = await users.open_session(web.store, person, valid_zone(str(form.get("time_zone") or "UTC")))
+        token, _ = await users.open_session(web.store, person,
+                                            valid_zone(str(form.get("time_zone") or "UTC")))
         request.state.person = person
         request.state.outcome = "signed-in"
         response = RedirectResponse(target, status_code=303)

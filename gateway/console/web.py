@@ -102,11 +102,13 @@ class Web:
         self.store = core.store
         self.settings = core.settings
         self.gov = core.governance
-        self.rules = users.SessionRules(core.settings.console_idle_timeout, core.settings.console_session_lifetime)
+        self.rules = users.SessionRules(core.settings.console_idle_timeout,
+                                        core.settings.console_session_lifetime)
         self.throttle = users.Throttle(core.settings.console_sign_in_attempts,
                                        core.settings.console_sign_in_attempts * 4,
                                        core.settings.console_sign_in_window)
-        env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True),
+        env = Environment(loader=FileSystemLoader(HERE / "templates"),
+                          autoescape=select_autoescape(default=True),
                           trim_blocks=True, lstrip_blocks=True)
         env.globals.update(words=words, jaeger=core.settings.jaeger_ui_url.rstrip("/"))
         env.filters.update(words.FILTERS)
@@ -157,7 +159,8 @@ class Web:
         key = str(form.get("idempotency_key") or "")
         if not key or len(key) > 100:
             raise Problem(400, "invalid-request", "the form has no idempotency key; reload the page")
-        fields = sorted((k, str(v)) for k, v in form.multi_items() if k not in ("csrf_token", "idempotency_key"))
+        fields = sorted((k, str(v)) for k, v in form.multi_items()
+                        if k not in ("csrf_token", "idempotency_key"))
         fp = fingerprint(request.url.path, fields)
         client = reader.person.client_id
         state, _, body = await self.gov.idempotency_begin(client, key, fp)
@@ -165,7 +168,8 @@ class Web:
             request.state.outcome = "replayed"
             return RedirectResponse(json.loads(body)["location"], status_code=303)
         if state == "mismatch":
-            raise Problem(422, "invalid-request", "this form was already sent with other values; reload the page")
+            raise Problem(422, "invalid-request",
+                          "this form was already sent with other values; reload the page")
         if state == "pending":
             raise Problem(409, "conflict", "this action is still being carried out; wait a moment and reload")
         try:

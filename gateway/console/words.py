@@ -46,19 +46,22 @@ STEPS = {
     "carrier.refused": "Carrier refused the booking", "shipment.booking_failed": "No carrier could be booked",
     "shipped": "Shipped", "invoice.requested": "Shipment posted to ERP", "invoice.posted": "Invoiced",
     "cancel.requested": "Cancellation requested", "cancelled": "Cancelled",
-    "fulfilment.cancelled": "Warehouse released the stock", "fulfilment.rejected": "Warehouse refused the order",
+    "fulfilment.cancelled": "Warehouse released the stock",
+    "fulfilment.rejected": "Warehouse refused the order",
     "fulfilment.closed": "Warehouse closed the order", "cancel.refused": "Warehouse refused the cancellation",
     "salesorder.cancelled": "Sales order cancelled, credit released",
     "salesorder.lines_cancelled": "Sales order lines cancelled", "compensate": "Compensating",
     "exception.held": "Held for a decision", "exception.resolved": "Exception resolved",
-    "exception.ship_partial": "Shipping what is there", "exception.cancel_lines": "Missing quantities cancelled",
+    "exception.ship_partial": "Shipping what is there",
+    "exception.cancel_lines": "Missing quantities cancelled",
     "note.dead_letter_replayed": "Message replayed by an operator",
     "note.dead_letter_discarded": "Message discarded by an operator", "note": "Note",
 }
 EXCEPTION_KIND = {"SHORT_PICK": "Short pick", "DAMAGED": "Damaged goods",
                   "STOCK_DISCREPANCY": "Stock discrepancy", "CARRIER_FAILED": "No carrier"}
 ACTIONS = {
-    "SHIP_PARTIAL": ("Ship what is there", "ship the picked quantities now; the rest ships when stock arrives"),
+    "SHIP_PARTIAL": ("Ship what is there",
+                     "ship the picked quantities now; the rest ships when stock arrives"),
     "CANCEL_LINES": ("Cancel the missing quantities", "ship what is there; the missing units are cancelled "
                      "(in ERP too) and never invoiced"),
     "CANCEL_ORDER": ("Cancel the order", "the whole order is cancelled: the warehouse releases its stock and "
@@ -91,7 +94,8 @@ VIEWS = (("/console/orders", "Orders", "orders.view"),
          ("/console/inventory", "Inventory", "inventory.view"),
          ("/console/health", "Flow health", "health.view"),
          ("/console/audit", "Audit log", "audit.view"))
-ACTIONS_NAMED = {"orders.view": "see orders", "orders.cancel": "cancel orders", "returns.create": "create returns",
+ACTIONS_NAMED = {"orders.view": "see orders", "orders.cancel": "cancel orders",
+                 "returns.create": "create returns",
                  "exceptions.view": "see the exception work list", "exceptions.resolve": "resolve exceptions",
                  "policies.change": "change exception policies", "deadletters.view": "see dead letters",
                  "deadletters.act": "replay or discard dead letters", "inventory.view": "see inventory",
@@ -144,7 +148,8 @@ def compensation(status: str) -> list[str]:
     }
     if status not in steps:
         return []
-    return [steps[status], "ERP then cancels the sales order (the lines not shipped) and releases the credit.",
+    return [steps[status],
+            "ERP then cancels the sales order (the lines not shipped) and releases the credit.",
             "The order ends Cancelled; every step appears on its timeline."]
 
 
@@ -203,6 +208,7 @@ def enum_name(enum, value: int, prefix: str) -> str:
 
 
 FILTERS = {"status_title": status_title, "step_title": step_title, "source_title": source_title,
-           "kind_title": lambda k: EXCEPTION_KIND.get(k, k), "action_title": lambda a: ACTIONS.get(a, (a,))[0],
+           "kind_title": lambda k: EXCEPTION_KIND.get(k, k),
+           "action_title": lambda a: ACTIONS.get(a, (a,))[0],
            "return_status_title": lambda s: RETURN_STATUS.get(s, s), "money": lambda m: money(
                m.amount_minor, m.currency_code) if m is not None else ""}

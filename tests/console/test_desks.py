@@ -217,7 +217,8 @@ def test_each_role_is_refused_what_it_may_not_do_in_the_page_and_on_the_server(c
             continue  # not carried out here: the other tests do these actions
         r = page.request.post(f"{console.url}{path}", form={
             "csrf_token": csrf, "idempotency_key": f"refusal-{role}", "reason": "refused", "action": "RETRY",
-            "scope": "default", "policy": "HOLD", "sku": "X", "warehouse": "Y", "point": "1", "quantity": "1"})
+            "scope": "default", "policy": "HOLD", "sku": "X", "warehouse": "Y",
+            "point": "1", "quantity": "1"})
         assert r.status == 403, (role, path, r.status)
         assert "cannot" in r.text() and users.ROLE_TITLES[role] in r.text(), (role, path)
     assert status(console, order_id) == "ALLOCATED"  # nothing refused was carried out

@@ -149,7 +149,8 @@ def test_a_customer_bound_user_sees_none_of_another_customers_data(console, page
     expect(page.get_by_test_id("no-order")).to_be_visible()
     visit(page, console, f"/console/orders?customer={console.other.customer_id}", check_axe=False)
     assert foreign not in page.content()
-    for path in (f"/console/orders/{foreign}/live", f"/console/orders/{foreign}/cancel", "/console/exceptions"):
+    for path in (f"/console/orders/{foreign}/live", f"/console/orders/{foreign}/cancel",
+                 "/console/exceptions"):
         r = page.request.get(f"{console.url}{path}")
         assert r.status in (403, 404), path
         # The id asked for may be echoed (as for a missing order); nothing of the order is.
@@ -172,8 +173,8 @@ def test_a_session_ends_after_its_idle_timeout(console, page):
     # Time passes behind the gateway's back: the session was last seen two hours ago.
     db = sqlite3.connect(console.mesh.data_dir / "gateway.db")
     with db:
-        db.execute("UPDATE console_sessions SET last_seen_at = datetime('now', '-2 hours') WHERE username = ?",
-                   (console.people["agent"].username,))
+        db.execute("UPDATE console_sessions SET last_seen_at = datetime('now', '-2 hours') "
+                   "WHERE username = ?", (console.people["agent"].username,))
     db.close()
     page.goto(f"{console.url}/console/orders")
     page.wait_for_url("**/console/sign-in**")
@@ -187,7 +188,8 @@ def _sales_order_status(console: Console, order_id: str, status: str) -> None:
     """A clerk changes the sales order in ERP behind the mesh's back (its store, directly)."""
     db = sqlite3.connect(console.mesh.data_dir / "erp.db")
     with db:
-        changed = db.execute("UPDATE sales_orders SET status = ? WHERE order_id = ?", (status, order_id)).rowcount
+        changed = db.execute("UPDATE sales_orders SET status = ? WHERE order_id = ?",
+                             (status, order_id)).rowcount
     db.close()
     assert changed == 1
 
@@ -196,7 +198,8 @@ def _invoices(console: Console, order_id: str) -> list[erp_pb2.Invoice]:
     async def go() -> list[erp_pb2.Invoice]:
         stubs = console.stubs()
         try:
-            return list((await stubs.erp.ListInvoices(erp_pb2.ListInvoicesRequest(order_id=order_id))).invoices)
+            return list((await stubs.erp.ListInvoices(
+                erp_pb2.ListInvoicesRequest(order_id=order_id))).invoices)
         finally:
             await stubs.close()
     return run(go())
@@ -306,8 +309,8 @@ def test_drift_made_behind_the_meshs_back_shows_on_the_inventory_page_and_is_rep
     sku, warehouse = console.world.skus[2], console.world.warehouse_id
     db = sqlite3.connect(console.mesh.data_dir / "erp.db")
     with db:
-        changed = db.execute("UPDATE ledger_positions SET on_hand = on_hand + 5 WHERE sku = ? AND warehouse_id = ?",
-                             (sku, warehouse)).rowcount
+        changed = db.execute("UPDATE ledger_positions SET on_hand = on_hand + 5 "
+                             "WHERE sku = ? AND warehouse_id = ?", (sku, warehouse)).rowcount
     db.close()
     assert changed == 1
     sign_in(page, console, "operator")
