@@ -42,8 +42,10 @@ breaking: $(GEN) ## buf breaking against main
 	$(VENV)/bin/buf breaking --against '.git#branch=main'
 
 ERP ?= builtin
-run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep serving until Ctrl-C (ERP=tryton: on Tryton)
-	$(VENV)/bin/crossdock up --demo 30 --erp $(ERP)
+PG ?=
+PG_PREFIX ?= crossdock
+run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep serving until Ctrl-C (ERP=tryton: on Tryton; PG=postgresql://postgres@127.0.0.1:5432/ : a database per service)
+	$(VENV)/bin/crossdock up --demo 30 --erp $(ERP) $(if $(PG),--postgres '$(PG)' --postgres-prefix $(PG_PREFIX))
 
 test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
 	$(VENV)/bin/ruff check services gateway tests bench scripts

@@ -107,10 +107,19 @@ def up(
         "--erp",
         help="the ERP's system of record: builtin or tryton (default: CROSSDOCK_ERP_BACKEND, else builtin)",
     )] = "",
+    postgres: Annotated[str, typer.Option(
+        "--postgres",
+        help="a PostgreSQL server, e.g. postgresql://postgres@127.0.0.1:5432/ : every service gets "
+             "its own database on it, <prefix>_<service>, created when missing (default: SQLite files)",
+    )] = "",
+    postgres_prefix: Annotated[str, typer.Option(
+        "--postgres-prefix", help="the service databases' name prefix (with --postgres)",
+    )] = "crossdock",
 ) -> None:
     """Start nats-server and every service as its own process, seed, run a demo, keep serving."""
     import shutil
 
+    from services.mesh.databases import DatabaseServerError, database_name, drop_service_databases
     from services.mesh.launcher import Mesh
 
     if erp:
@@ -119,6 +128,11 @@ def up(
         os.environ["CROSSDOCK_ERP_BACKEND"] = erp  # the launcher and every service read it
     settings = load_settings()
     folder = data_dir or settings.data_dir
+    if postgres:
+        try:
+            database_name(postgres_prefix, "erp")
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--postgres-prefix") from None
     if fresh and folder.exists():
         shutil.rmtree(folder)
     ports = {n: int(settings.addr(n).rsplit(":", 1)[1]) for n in SERVICES}
@@ -127,14 +141,20 @@ def up(
     env = {"CROSSDOCK_WMS_SHORT_PICK_RATE": os.environ.get("CROSSDOCK_WMS_SHORT_PICK_RATE",
                                                            str(short_pick_rate))}
     # Supervised: a service that crashes is restarted with back-off (see `crossdock status`).
-    mesh = Mesh(folder, ports=ports, nats_port=nats_port, env=env, supervise=True)
+    mesh = Mesh(folder, ports=ports, nats_port=nats_port, env=env, supervise=True,
+                postgres=postgres, postgres_prefix=postgres_prefix)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
+        if fresh and postgres:
+            drop_service_databases(postgres, postgres_prefix)  # created again, empty, at start
         with console.status("starting the mesh") as status:
             mesh.start(progress=lambda msg: status.update(msg))
         console.print(f"mesh up: nats {mesh.nats.url}, " + ", ".join(
             f"{n} {p.addr}" for n, p in mesh.services.items()) + f"; logs in {mesh.data_dir / 'logs'}")
+        if postgres:
+            console.print("stores: PostgreSQL, one database per service: " + ", ".join(
+                f"{n} {database_name(postgres_prefix, n)}" for n in SERVICES))
         os.environ["CROSSDOCK_NATS_URL"] = mesh.nats.url
         os.environ["CROSSDOCK_DATA_DIR"] = str(folder)
         if "gateway" in mesh.services:
@@ -160,6 +180,9 @@ def up(
                 pass
     except KeyboardInterrupt:
         pass
+    except DatabaseServerError as exc:  # the server of --postgres: unreachable, refused
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from None
     finally:
         with console.status("stopping"):
             mesh.stop()

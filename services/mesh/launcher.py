@@ -364,7 +364,11 @@ class NatsCluster:
 
 class Mesh:
     """nats-server (or a cluster) plus every service, each its own process
-    (``replicas`` instances of each, sharing its store and durable consumers)."""
+    (``replicas`` instances of each, sharing its store and durable consumers).
+
+    Stores: SQLite files in the data folder; ``database_urls`` gives a service its own URL;
+    ``postgres="postgresql://user@host:5432/"`` puts every service in its own database
+    ``<postgres_prefix>_<service>`` on that server, created when missing."""
 
     def __init__(
         self,
@@ -375,6 +379,8 @@ class Mesh:
         nats_cluster: int = 0,
         replicas: int = 1,
         database_urls: dict[str, str] | None = None,
+        postgres: str = "",
+        postgres_prefix: str = "crossdock",
         env: dict[str, str] | None = None,
         service_env: dict[str, dict[str, str]] | None = None,
         supervise: bool = False,
@@ -385,7 +391,11 @@ class Mesh:
         self.service_env = service_env or {}
         self.nats = NatsCluster(self.data_dir, nats_cluster) if nats_cluster else NatsServer(
             self.data_dir, nats_port)
-        self.database_urls = database_urls or {}
+        self.database_urls = dict(database_urls or {})
+        # A PostgreSQL server: one database per service on it, <prefix>_<service>, created
+        # at start() when missing (services/mesh/databases.py); database_urls win over it.
+        self.postgres = postgres
+        self.postgres_prefix = postgres_prefix
         self.extra_env = dict(env or {})  # never the caller's dict: it is changed below
         if nats_cluster:
             self.extra_env.setdefault("CROSSDOCK_STREAM_REPLICAS", str(min(nats_cluster, 3)))
@@ -465,6 +475,12 @@ class Mesh:
 
     def start(self, progress=lambda msg: None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.postgres:
+            from .databases import service_databases
+
+            progress(f"creating the service databases {self.postgres_prefix}_* (when missing)")
+            self.database_urls = {**service_databases(self.postgres, self.postgres_prefix),
+                                  **self.database_urls}
         progress("starting nats-server")
         self.nats.start()
         if self.erp_backend == "tryton" and self.tryton is None:
