@@ -294,7 +294,16 @@ def _tryton_section(t: dict) -> list[str]:
                   f"| mesh on Tryton: orders submitted / invoiced | {_fmt(tp['submitted'])} / "
                   f"{_fmt(tp['invoiced'])} |",
                   f"| mesh on Tryton: CPU per order, all processes / trytond | "
-                  f"{_fmt(_get(tp, 'cpu', 'cpu_ms_per_order'))} / {_fmt(round(tryton_cpu, 1))} ms |"]
+                  f"{_fmt(_get(tp, 'cpu', 'cpu_ms_per_order'))} / {_fmt(round(tryton_cpu, 1))} ms |",
+                  f"| mesh on Tryton: trytond requests per order (Tryton alone: "
+                  f"{_fmt(a.get('rpc_calls_per_sale'))}) | {_fmt(tp.get('trytond_requests_per_order'))}, "
+                  f"{_fmt(tp.get('trytond_requests_per_order_less_idle'))} without the idle rate |"]
+    if idle := t.get("idle"):
+        c = idle.get("credit_check") or {}
+        lines += [f"| mesh on Tryton, no orders: trytond requests/s (change feed, planning) | "
+                  f"{_fmt(idle.get('trytond_requests_per_s'))} |",
+                  f"| mesh on Tryton, no orders: ERP CheckCredit (intake's precheck) p50 / p99 | "
+                  f"{_fmt(c.get('p50_ms'))} / {_fmt(c.get('p99_ms'))} ms |"]
     for name, v in (("Tryton", b), ("built-in ERP", bb)):
         if v:
             lines += [f"| burst on {name}: {_fmt(v['orders'])} orders at "

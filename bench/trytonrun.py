@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import time
 import uuid
@@ -322,20 +323,56 @@ async def order_burst(mesh: Mesh, stubs: meshrun.Stubs, metrics: meshrun.Metrics
 ENV = {"CROSSDOCK_ERP_BACKEND": "tryton"}
 
 
-async def _on_tryton(mesh: Mesh, size: TrytonSize, log) -> dict:
+def _requests(access_log: Path) -> int:
+    """Requests trytond has served (lines of gunicorn's access log)."""
+    try:
+        with access_log.open("rb") as f:
+            return sum(1 for _ in f)
+    except OSError:
+        return 0
+
+
+async def _idle(mesh: Mesh, stubs: meshrun.Stubs, access_log: Path, seconds: float = 3) -> dict:
+    """With no orders: trytond's requests/s (the adapter's change feed and planning
+    loops) and the ERP credit check order intake makes (CheckCredit), one at a time."""
+    from crossdock.erp.v1 import erp_pb2
+    from tests.e2e.conftest import usd
+
+    w = await meshrun.world(stubs)
+    await meshrun.quiesce(mesh)
+    n0, t0 = _requests(access_log), time.perf_counter()
+    await asyncio.sleep(seconds)
+    idle_rate = (_requests(access_log) - n0) / (time.perf_counter() - t0)
+    lat = []
+    for _ in range(10):
+        t = time.perf_counter()
+        await stubs.erp.CheckCredit(erp_pb2.CheckCreditRequest(customer_id=w.customer_id, amount=usd(10)))
+        lat.append(time.perf_counter() - t)
+    return {"trytond_requests_per_s": round(idle_rate, 2), "credit_check": latency_ms(lat)}
+
+
+async def _on_tryton(mesh: Mesh, size: TrytonSize, log, access_log: Path) -> dict:
     stubs = meshrun.Stubs(mesh)
     metrics = meshrun.Metrics(mesh)
     out: dict = {}
     try:
         await meshrun.quiesce(mesh)
+        out["idle"] = await _idle(mesh, stubs, access_log)
         log("8b. throughput on Tryton…")
         pids = {"nats-server": mesh.nats.proc.pid,
                 **{name: p.proc.pid for name, p in mesh.services.items() if p.proc},
                 **tryton_pids(mesh.tryton)}
         from .scenarios import throughput
 
-        out["throughput"] = await with_cpu(pids, throughput(
+        n0, t0 = _requests(access_log), time.perf_counter()
+        out["throughput"] = tp = await with_cpu(pids, throughput(
             mesh, stubs, metrics, duration=size.throughput_s, warmup=size.warmup_s, backlog=size.backlog))
+        # Every request trytond served from the first submission until the last invoice,
+        # per order invoiced; and the same without the idle rate (the feed's polling).
+        served, span = _requests(access_log) - n0, time.perf_counter() - t0
+        tp["trytond_requests_per_order"] = ratio(served, tp["invoiced"], 1)
+        tp["trytond_requests_per_order_less_idle"] = ratio(
+            max(served - out["idle"]["trytond_requests_per_s"] * span, 0), tp["invoiced"], 1)
         out["drain_s_before_burst"] = await meshrun.quiesce(mesh)
         log("8c. burst of orders on Tryton, ERP backlog and drain…")
         out["burst"] = await order_burst(mesh, stubs, metrics, orders=size.burst_orders,
@@ -352,10 +389,20 @@ def measure(work: Path, size_name: str, log, builtin_burst: dict | None) -> dict
     log("8a. Tryton alone (direct JSON-RPC loop)…")
     out = {"alone": alone(work, size.runs, size.sales)}
     log(f"8a. Tryton alone: {out['alone']['sales_per_s']} sales/s")
-    mesh, _ = meshrun.start_mesh(work, "mesh-tryton", {
-        **ENV, "CROSSDOCK_ERP_TRYTON_TEMPLATE": str(template())})
+    # gunicorn's access log (its GUNICORN_CMD_ARGS), to count trytond's requests per order.
+    access_log = work / "trytond-access.log"
+    saved = os.environ.get("GUNICORN_CMD_ARGS")
+    os.environ["GUNICORN_CMD_ARGS"] = f"--access-logfile {access_log}"
     try:
-        out.update(asyncio.run(_on_tryton(mesh, size, log)))
+        mesh, _ = meshrun.start_mesh(work, "mesh-tryton", {
+            **ENV, "CROSSDOCK_ERP_TRYTON_TEMPLATE": str(template())})
+    finally:
+        if saved is None:
+            os.environ.pop("GUNICORN_CMD_ARGS", None)
+        else:
+            os.environ["GUNICORN_CMD_ARGS"] = saved
+    try:
+        out.update(asyncio.run(_on_tryton(mesh, size, log, access_log)))
     finally:
         mesh.stop()
     out["builtin_burst"] = builtin_burst
