@@ -291,6 +291,10 @@ def _tryton_section(t: dict) -> list[str]:
                   f"window, at most {_fmt(tp['backlog_limit'])} orders in flight) | "
                   f"**{_fmt(tp['orders_per_s'])} orders/s** = {_fmt(t.get('mesh_over_alone'))} × Tryton "
                   "alone |",
+                  "| mesh / Tryton alone by trytond's CPU per order (alone / in the mesh) | "
+                  f"{_fmt(_get(t, 'alone', 'trytond_cpu_ms_per_sale'))} / "
+                  f"{_fmt(t.get('trytond_cpu_ms_per_order_in_mesh'))} ms = "
+                  f"{_fmt(t.get('mesh_over_alone_by_trytond_cpu'))} |",
                   f"| mesh on Tryton: orders submitted / invoiced | {_fmt(tp['submitted'])} / "
                   f"{_fmt(tp['invoiced'])} |",
                   f"| mesh on Tryton: CPU per order, all processes / trytond | "

@@ -408,6 +408,13 @@ def measure(work: Path, size_name: str, log, builtin_burst: dict | None) -> dict
     out["builtin_burst"] = builtin_burst
     mesh_rate = (out.get("throughput") or {}).get("orders_per_s")
     out["mesh_over_alone"] = ratio(mesh_rate, out["alone"]["sales_per_s"], 3)
+    # The same ratio from trytond's CPU per order (alone / in the mesh): what the mesh could
+    # reach while trytond is the bottleneck, and far less sensitive to a loaded machine
+    # than the two rates, which are measured minutes apart.
+    by_process = ((out.get("throughput") or {}).get("cpu") or {}).get("by_process") or {}
+    in_mesh = sum(v or 0 for k, v in by_process.items() if k.startswith("trytond"))
+    out["trytond_cpu_ms_per_order_in_mesh"] = round(in_mesh, 1) if in_mesh else None
+    out["mesh_over_alone_by_trytond_cpu"] = ratio(out["alone"]["trytond_cpu_ms_per_sale"], in_mesh or None, 3)
     p99 = (out.get("burst") or {}).get("intake", {}).get("p99_ms")
     out["intake_p99_over_builtin"] = ratio(p99, ((builtin_burst or {}).get("intake") or {}).get("p99_ms"))
     return out

@@ -38,6 +38,7 @@ def test_tryton_scenario_produces_figures(tmp_path):
     assert tp["trytond_requests_per_order"] > 0 and tp["trytond_requests_per_order_less_idle"] is not None
     assert t["idle"]["credit_check"]["p99_ms"] > 0 and t["idle"]["trytond_requests_per_s"] >= 0
     assert t["mesh_over_alone"] is not None
+    assert t["trytond_cpu_ms_per_order_in_mesh"] > 0 and t["mesh_over_alone_by_trytond_cpu"] > 0
 
     for burst in (t["burst"], t["builtin_burst"]):
         assert burst["errors"] == 0 and burst["orders"] > 0
