@@ -70,7 +70,7 @@ chaos: $(GEN) ## the full fault-injection run (2,000 orders + 200 returns under 
 	$(PY) -m tests.faults.chaos --orders 2000 --returns 200 --erp-outage 30 --json .data/chaos-summary.json
 .PHONY: chaos
 
-bench: $(GEN) ## benchmarks side by side (~7 min): .data/bench/results.json, summary.md, chart.png
+bench: $(GEN) ## benchmarks side by side (~13 min): .data/bench/results.json, summary.md, chart.png
 	$(PY) -m bench --size full --out .data/bench $(BENCH_ARGS)
 .PHONY: bench
 

@@ -21,14 +21,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from . import baseline, building_blocks, meshrun, peerrun, report, scenarios
+from . import baseline, building_blocks, meshrun, peerrun, report, scenarios, trytonrun
 
-SCENARIOS = ("blocks", "throughput", "burst", "baseline", "lookups", "unbatched", "peers")
+SCENARIOS = ("blocks", "throughput", "burst", "baseline", "lookups", "unbatched", "peers", "tryton")
 # The peers' configurations (scenario 7, bench/peerrun.py), by size; dbos-pg needs
 # CROSSDOCK_BENCH_PG_URL or CROSSDOCK_TEST_PG_URL (skipped without either).
-PEERS = {"full": ("temporal", "temporal-wal", "dbos", "dbos-pg"), "tiny": ("temporal", "dbos")}
+PEERS = {"full": ("temporal", "temporal-wal", "dbos", "dbos-pg"), "small": ("temporal", "dbos"),
+         "tiny": ("temporal", "dbos")}
 # Scenario 7's SIGKILL run (open loop at half the peer's rate), seconds, by size.
-PEER_KILL_S = {"full": 40, "tiny": 4}
+PEER_KILL_S = {"full": 40, "small": 10, "tiny": 4}
 # At the tiny size (tests/bench) the peers run shorter still: they prove the harness, nothing more.
 PEER_SIZE = {"tiny": {"throughput_s": 3, "warmup_s": 0.5, "backlog": 8}}
 
@@ -58,6 +59,10 @@ SIZES = {
                  completion_s=30, burst_events=10_000, burst_receipts=20, burst_intake_rate=10,
                  burst_before_s=10, normal_s=20, slowed_s=30, after_s=15, lookups=1000, backlog=150,
                  unbatched_s=50),
+    # A few minutes in all: figures to look at, not to quote.
+    "small": Size(grpc_calls=500, messages=5000, transactions=500, throughput_s=20, warmup_s=5,
+                  completion_s=10, burst_events=2000, burst_receipts=8, burst_intake_rate=5, burst_before_s=3,
+                  normal_s=6, slowed_s=8, after_s=4, lookups=200, backlog=60, unbatched_s=15),
     "tiny": Size(grpc_calls=100, messages=500, transactions=100, throughput_s=5, warmup_s=1,
                  completion_s=2, burst_events=200, burst_receipts=4, burst_intake_rate=5, burst_before_s=1,
                  normal_s=2, slowed_s=2, after_s=1, lookups=20, backlog=20, unbatched_s=4),
@@ -69,7 +74,7 @@ def log(msg: str) -> None:
 
 
 async def _mesh_scenarios(mesh, fault_file, work: Path, size: Size, only: set[str], results: dict,
-                          kill_s: float = 0) -> None:
+                          kill_s: float = 0, size_name: str = "full") -> None:
     stubs = meshrun.Stubs(mesh)
     metrics = meshrun.Metrics(mesh)
     errors = results["errors"]
@@ -114,6 +119,12 @@ async def _mesh_scenarios(mesh, fault_file, work: Path, size: Size, only: set[st
             await step("4. Crossdock vs direct integration", "side_by_side", lambda: baseline.side_by_side(
                 stubs, metrics, fault_file, rate=offered, normal_s=size.normal_s, slowed_s=size.slowed_s,
                 after_s=size.after_s))
+        if "tryton" in only:
+            # Scenario 8's burst of orders on the built-in ERP, beside the same burst on Tryton.
+            t = trytonrun.SIZES[size_name]
+            await step("8. burst of orders on the built-in ERP", "tryton_builtin_burst",
+                       lambda: trytonrun.order_burst(mesh, stubs, metrics, orders=t.burst_orders,
+                                                     rate=t.burst_rate))
         if "peers" in only:
             # Scenario 7's SIGKILL run against Crossdock's own orchestrator; last: it restarts ordertoship.
             rate = (results.get("throughput") or {}).get("orders_per_s") or 4.0
@@ -169,7 +180,7 @@ def run(size_name: str, out: Path, only: set[str], keep: bool = False,
             mesh, fault_file = meshrun.start_mesh(work)
             try:
                 asyncio.run(_mesh_scenarios(mesh, fault_file, work, size, only, results,
-                                            kill_s=PEER_KILL_S[size_name]))
+                                            kill_s=PEER_KILL_S[size_name], size_name=size_name))
             finally:
                 mesh.stop()
         if "unbatched" in only:
@@ -192,6 +203,14 @@ def run(size_name: str, out: Path, only: set[str], keep: bool = False,
                 results["errors"].update({f"peers_{k}": v for k, v in peers["errors"].items()})
             except Exception as exc:  # noqa: BLE001 - reported with the results
                 results["errors"]["peers"] = f"{type(exc).__name__}: {exc}"
+                traceback.print_exc()
+        if "tryton" in only:
+            # Scenario 8: Tryton alone (direct JSON-RPC), then a mesh whose ERP is Tryton.
+            try:
+                results["tryton"] = trytonrun.measure(work, size_name, log,
+                                                      results.pop("tryton_builtin_burst", None))
+            except Exception as exc:  # noqa: BLE001 - reported with the results
+                results["errors"]["tryton"] = f"{type(exc).__name__}: {exc}"
                 traceback.print_exc()
         blocks, tp = results.get("building_blocks"), results.get("throughput")
         if blocks and tp:

@@ -54,6 +54,19 @@ def targets(r: dict) -> list[tuple[str, str, str, bool | None]]:
     peak = max((v["peak_rss_mb"] for v in rss.values()), default=None)
     out.append(("peak RSS per service (largest)", f"{_fmt(peak)} MB", "< 150 MB",
                 None if peak is None else peak < 150))
+    if r.get("tryton"):
+        mesh = _get(r, "tryton", "throughput", "orders_per_s")
+        alone = _get(r, "tryton", "alone", "sales_per_s")
+        share = _get(r, "tryton", "mesh_over_alone")
+        out.append(("Tryton: mesh orders/s / Tryton alone sales/s",
+                    f"{_fmt(mesh)} / {_fmt(alone)} = {_fmt(share)}", "≥ 0.8",
+                    None if share is None else share >= 0.8))
+        on_t = _get(r, "tryton", "burst", "intake", "p99_ms")
+        on_b = _get(r, "tryton", "builtin_burst", "intake", "p99_ms")
+        growth = _get(r, "tryton", "intake_p99_over_builtin")
+        out.append(("Tryton: order intake p99 / built-in ERP's (same burst)",
+                    f"{_fmt(on_t)} / {_fmt(on_b)} ms = {_fmt(growth)}", "≤ 2×",
+                    None if growth is None else growth <= 2))
     peers = r.get("peers") or {}
     if peers:
         mine = _get(r, "throughput", "orders_per_s")
@@ -203,6 +216,8 @@ def markdown(r: dict) -> str:
                              f"{_fmt(v['p99_ms'])} ms | "
                              f"{_fmt(round(v['p99_ms'] / e99, 2) if e99 else None)} |")
         lines.append("| gateway credit check | not exposed by the gateway | | |")
+    if r.get("tryton"):
+        lines += _tryton_section(r["tryton"])
     rows = peer_rows(r)
     if r.get("peers") and rows:
         lines += _peer_section(rows)
@@ -253,6 +268,61 @@ def _peer_section(rows: list[dict]) -> list[str]:
                      f"{_fmt(k['in_flight_completed_s'])} s"]
             lines.append("| " + " | ".join(cells) + " |")
     return lines + ["", PEER_NOTE]
+
+
+def _tryton_section(t: dict) -> list[str]:
+    a, tp, b, bb = t.get("alone") or {}, t.get("throughput") or {}, t.get("burst") or {}, \
+        t.get("builtin_burst") or {}
+    steps = ", ".join(f"{k} {_fmt(v)}" for k, v in (a.get("step_ms_median") or {}).items())
+    lines = ["", "## 8. The mesh on Tryton (trytond under gunicorn, "
+             f"{a.get('workers', '?')} worker(s), {a.get('database', '?')})", "",
+             "| figure | value |", "|---|---|",
+             f"| Tryton alone: direct JSON-RPC loop, median of {_fmt(a.get('runs'))} runs of "
+             f"{_fmt(a.get('sales_per_run'))} sales | **{_fmt(a.get('sales_per_s'))} sales/s**, "
+             f"{_fmt(a.get('ms_per_sale'))} ms per sale (runs: "
+             f"{', '.join(_fmt(x) for x in a.get('sales_per_s_runs') or [])}) |",
+             f"| Tryton alone: JSON-RPC calls / trytond CPU per sale | {_fmt(a.get('rpc_calls_per_sale'))} "
+             f"calls, {_fmt(a.get('trytond_cpu_ms_per_sale'))} ms |",
+             f"| Tryton alone: median ms per step | {steps} |"]
+    if tp:
+        cpu = _get(tp, "cpu", "by_process") or {}
+        tryton_cpu = sum(v or 0 for k, v in cpu.items() if k.startswith("trytond"))
+        lines += [f"| mesh on Tryton: sustained throughput ({_fmt(tp['duration_s'] - tp['warmup_s'])} s "
+                  f"window, at most {_fmt(tp['backlog_limit'])} orders in flight) | "
+                  f"**{_fmt(tp['orders_per_s'])} orders/s** = {_fmt(t.get('mesh_over_alone'))} × Tryton "
+                  "alone |",
+                  "| mesh / Tryton alone by trytond's CPU per order (alone / in the mesh) | "
+                  f"{_fmt(_get(t, 'alone', 'trytond_cpu_ms_per_sale'))} / "
+                  f"{_fmt(t.get('trytond_cpu_ms_per_order_in_mesh'))} ms = "
+                  f"{_fmt(t.get('mesh_over_alone_by_trytond_cpu'))} |",
+                  f"| mesh on Tryton: orders submitted / invoiced | {_fmt(tp['submitted'])} / "
+                  f"{_fmt(tp['invoiced'])} |",
+                  f"| mesh on Tryton: CPU per order, all processes / trytond | "
+                  f"{_fmt(_get(tp, 'cpu', 'cpu_ms_per_order'))} / {_fmt(round(tryton_cpu, 1))} ms |",
+                  f"| mesh on Tryton: trytond requests per order (Tryton alone: "
+                  f"{_fmt(a.get('rpc_calls_per_sale'))}) | {_fmt(tp.get('trytond_requests_per_order'))}, "
+                  f"{_fmt(tp.get('trytond_requests_per_order_less_idle'))} without the idle rate |"]
+    if idle := t.get("idle"):
+        c = idle.get("credit_check") or {}
+        lines += [f"| mesh on Tryton, no orders: trytond requests/s (change feed, planning) | "
+                  f"{_fmt(idle.get('trytond_requests_per_s'))} |",
+                  f"| mesh on Tryton, no orders: ERP CheckCredit (intake's precheck) p50 / p99 | "
+                  f"{_fmt(c.get('p50_ms'))} / {_fmt(c.get('p99_ms'))} ms |"]
+    for name, v in (("Tryton", b), ("built-in ERP", bb)):
+        if v:
+            lines += [f"| burst on {name}: {_fmt(v['orders'])} orders at "
+                      f"{_fmt(v['offered_orders_per_s'])}/s, intake p50 / p99 | "
+                      f"{_fmt(v['intake']['p50_ms'])} / {_fmt(v['intake']['p99_ms'])} ms |",
+                      f"| burst on {name}: ERP backlog peak / at the last submission (messages) | "
+                      f"{_fmt(v['backlog_peak'])} / {_fmt(v['backlog_at_last_submission'])} |",
+                      f"| burst on {name}: drained in (from the last submission) | "
+                      f"**{_fmt(v['seconds_to_empty'])} s** at {_fmt(v['drain_orders_per_s'])} orders/s |"]
+    lines += ["", "Tryton alone makes the adapter's calls for one order (sale: look up, create, quote, "
+              "confirm, read; invoice: look up, create, post, read), one sale after another; the "
+              "ledger's stock booking of the shipment is left out (the mesh books movements in "
+              "batches). The backlog is pending + unacknowledged messages of ERP's durable consumers "
+              "(JetStream consumer info, every 0.25 s)."]
+    return lines
 
 
 def chart(r: dict, path: Path) -> bool:
