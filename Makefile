@@ -49,10 +49,13 @@ run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep servi
 
 test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
 	$(VENV)/bin/ruff check services gateway tests bench scripts
-	$(VENV)/bin/pytest -q --durations=25 $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -q --durations=25 -m "not slow" $(PYTEST_ARGS)
 
 test-unit: $(GEN) ## the fast tiers: unit (no I/O) and use cases (in-process, real SQLite), seconds
 	$(VENV)/bin/pytest -q tests/unit tests/usecases
+
+test-slow: $(GEN) ## the tests left out of make test for its time budget (-m slow: the Tryton bench scenario)
+	$(VENV)/bin/pytest -q -m slow
 
 test-tryton: $(GEN) ## the tests of the Tryton ERP backend only (trytond from a prepared template)
 	$(VENV)/bin/pytest -q -m tryton
@@ -60,7 +63,7 @@ test-tryton: $(GEN) ## the tests of the Tryton ERP backend only (trytond from a 
 clean: ## remove the venv, generated code and local data
 	rm -rf $(VENV) gen .data
 
-.PHONY: help setup proto lint breaking run test test-unit test-tryton clean
+.PHONY: help setup proto lint breaking run test test-unit test-slow test-tryton clean
 
 migration: $(GEN) ## autogenerate a migration: make migration SERVICE=erp MSG="add column"
 	$(PY) scripts/new_migration.py $(SERVICE) "$(MSG)"

@@ -12,7 +12,8 @@ import pytest
 from bench.__main__ import run
 from bench.report import targets
 
-pytestmark = [pytest.mark.tryton]
+# A minute to two of a budget-bound `make test`: run by `make test-slow` (and -m tryton).
+pytestmark = [pytest.mark.tryton, pytest.mark.slow]
 
 
 @pytest.mark.timeout(600)
