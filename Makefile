@@ -54,7 +54,7 @@ test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
 test-unit: $(GEN) ## the fast tiers: unit (no I/O) and use cases (in-process, real SQLite), seconds
 	$(VENV)/bin/pytest -q tests/unit tests/usecases
 
-test-slow: $(GEN) ## the tests left out of make test for its time budget (-m slow: the Tryton bench scenario)
+test-slow: $(GEN) ## the tests left out of make test for its time budget (-m slow: bench scenarios 7 and 8, the peers and Tryton)
 	$(VENV)/bin/pytest -q -m slow
 
 test-tryton: $(GEN) ## the tests of the Tryton ERP backend only (trytond from a prepared template)
