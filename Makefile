@@ -44,8 +44,8 @@ breaking: $(GEN) ## buf breaking against main
 ERP ?= builtin
 PG ?=
 PG_PREFIX ?= crossdock
-run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep serving until Ctrl-C (ERP=tryton: on Tryton; PG=postgresql://postgres@127.0.0.1:5432/ : a database per service)
-	$(VENV)/bin/crossdock up --demo 30 --erp $(ERP) $(if $(PG),--postgres '$(PG)' --postgres-prefix $(PG_PREFIX))
+run: $(GEN) ## start the whole mesh, seed it, push a sample workload, keep serving until Ctrl-C (ERP=tryton: on Tryton; PG=postgresql://postgres@127.0.0.1:5432/ : a database per service; TLS=1: mutual TLS between the services)
+	$(VENV)/bin/crossdock up --demo 30 --erp $(ERP) $(if $(PG),--postgres '$(PG)' --postgres-prefix $(PG_PREFIX)) $(if $(TLS),--tls)
 
 test: $(GEN) ## unit, integration and end-to-end tests (CI runs this)
 	$(VENV)/bin/ruff check services gateway tests bench scripts

@@ -115,6 +115,10 @@ def up(
     postgres_prefix: Annotated[str, typer.Option(
         "--postgres-prefix", help="the service databases' name prefix (with --postgres)",
     )] = "crossdock",
+    tls: Annotated[bool, typer.Option(
+        "--tls", help="mutual TLS between the internal services: a mesh CA and certificates made "
+                      "under <data dir>/tls (the gateway's public port stays plaintext, API keys)",
+    )] = False,
 ) -> None:
     """Start nats-server and every service as its own process, seed, run a demo, keep serving."""
     import shutil
@@ -142,7 +146,7 @@ def up(
                                                            str(short_pick_rate))}
     # Supervised: a service that crashes is restarted with back-off (see `crossdock status`).
     mesh = Mesh(folder, ports=ports, nats_port=nats_port, env=env, supervise=True,
-                postgres=postgres, postgres_prefix=postgres_prefix)
+                postgres=postgres, postgres_prefix=postgres_prefix, tls=tls)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -157,6 +161,10 @@ def up(
                 f"{n} {database_name(postgres_prefix, n)}" for n in SERVICES))
         os.environ["CROSSDOCK_NATS_URL"] = mesh.nats.url
         os.environ["CROSSDOCK_DATA_DIR"] = str(folder)
+        if tls:  # this process's own calls (seed, demo) show the operator's certificate
+            os.environ["CROSSDOCK_TLS_DIR"] = mesh.extra_env["CROSSDOCK_TLS_DIR"]
+            console.print(f"mutual TLS inside the mesh: certificates in {mesh.data_dir / 'tls'}; "
+                          f"other shells: export CROSSDOCK_TLS_DIR={mesh.data_dir / 'tls'}")
         if "gateway" in mesh.services:
             console.print(f"gateway HTTP/JSON API: {mesh.http_url()} (OpenAPI at {mesh.http_url()}"
                           "/openapi.json); operator token in "

@@ -51,8 +51,10 @@ class Stubs:
         target = addr or self.settings.addr(service)
         key = f"{service}@{target}"
         if key not in self._channels:
+            # The gateway's public port is plaintext (API keys); the others: mutual TLS when on.
+            tls_dir = "" if service == "gateway" else self.settings.tls_dir
             self._channels[key] = client_channel(target, APIS.get(service, []),
-                                                 max_receive_bytes=MAX_RECEIVE_BYTES)
+                                                 max_receive_bytes=MAX_RECEIVE_BYTES, tls_dir=tls_dir)
         return self._channels[key]
 
     @cached_property

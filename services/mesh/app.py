@@ -34,7 +34,7 @@ from tenacity import (
 
 from crossdock.admin.v1 import admin_pb2_grpc
 
-from . import contracts, faults, metrics, telemetry
+from . import contracts, faults, metrics, telemetry, tls
 from .bus import BatchHandler, Bus, Consumer, Handlers, OutboxRelay
 from .config import Settings, load_settings
 from .deadletters import DeadLetterServicer
@@ -115,7 +115,8 @@ class Clients:
             import importlib
 
             module, cls = _STUBS[service]
-            channel = client_channel(self.settings.addr(service), [_FULL_NAMES[service]])
+            channel = client_channel(self.settings.addr(service), [_FULL_NAMES[service]],
+                                     tls_dir=self.settings.tls_dir)
             self._channels[service] = channel
             raw = getattr(importlib.import_module(module), cls)(channel)
             self._stubs[service] = ResilientStub(service, raw, self.breakers, self.settings.rpc_timeout)
@@ -125,7 +126,7 @@ class Clients:
         """A stub of another API a service serves (e.g. its DeadLetterService), at its address."""
         key = f"{service}:{full_name}"
         if key not in self._stubs:
-            channel = client_channel(self.settings.addr(service), [full_name])
+            channel = client_channel(self.settings.addr(service), [full_name], tls_dir=self.settings.tls_dir)
             self._channels[key] = channel
             self._stubs[key] = ResilientStub(service, stub_class(channel), self.breakers,
                                              self.settings.rpc_timeout)
@@ -245,7 +246,11 @@ class ServiceApp:
         reflection.enable_server_reflection(names, self.server)
         for name in ["", *self._service_names]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        port = self.server.add_insecure_port(f"{s.grpc_host}:{s.port_for(self.name)}")
+        address = f"{s.grpc_host}:{s.port_for(self.name)}"
+        if s.tls_dir and self.name != "gateway":  # the gateway's public port: API keys, as before
+            port = self.server.add_secure_port(address, tls.server_credentials(s.tls_dir, self.name))
+        else:
+            port = self.server.add_insecure_port(address)
         (s.resolved_data_dir / f"{self.name}{s.instance}.port").write_text(str(port))
         await self.server.start()
         metrics.track_consumers(self.consumers)
@@ -297,6 +302,7 @@ def run(name: str, metadata: MetaData, migrations_dir: Path,
     """Entry point of ``python -m services.<name>`` (and ``python -m gateway``);
     ``interceptors`` go between the metrics and the error mapping."""
     settings = load_settings()
+    tls.set_identity(name)  # the certificate its channels show (CROSSDOCK_TLS_DIR)
     configure_logging(name, settings.log_level, settings.log_format)
     telemetry.setup_tracing(name, settings.instance)
 

@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     ordertoship_addr: str = f"127.0.0.1:{DEFAULT_PORTS['ordertoship']}"
     returns_addr: str = f"127.0.0.1:{DEFAULT_PORTS['returns']}"
     gateway_addr: str = f"127.0.0.1:{DEFAULT_PORTS['gateway']}"
+    # Mutual TLS between the internal services (services/mesh/tls.py): the folder of the
+    # mesh CA (ca.pem) and of each identity's <name>.pem/<name>.key. Empty = plaintext.
+    # The gateway's own public gRPC port stays plaintext (API keys) either way.
+    tls_dir: str = ""
     # SQLAlchemy URL of this service's own store; SQLite under data_dir when
     # empty. postgresql://... URLs are used with asyncpg.
     database_url: str = ""

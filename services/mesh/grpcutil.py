@@ -45,11 +45,13 @@ def _retry_service_config(services: list[str]) -> str:
     )
 
 
-def client_channel(addr: str, services: list[str], *,
-                   max_receive_bytes: int | None = None) -> grpc.aio.Channel:
+def client_channel(addr: str, services: list[str], *, max_receive_bytes: int | None = None,
+                   tls_dir: str = "") -> grpc.aio.Channel:
     """THE way to open a channel to a Crossdock service (services, gateway, CLI): one
     address, or several replicas ("h:p,h:p") round robin; UNAVAILABLE retried with
-    back-off for ``services``; client spans. ``max_receive_bytes``: above gRPC's 4 MB."""
+    back-off for ``services``; client spans. ``max_receive_bytes``: above gRPC's 4 MB.
+    ``tls_dir`` (CROSSDOCK_TLS_DIR): mutual TLS with the mesh CA, showing this process's
+    own certificate (services/mesh/tls.py); empty: plaintext."""
     # OpenTelemetry is imported when a channel is opened, not when the CLI starts.
     from . import telemetry
 
@@ -63,6 +65,13 @@ def client_channel(addr: str, services: list[str], *,
     if "," in addr:
         addr = "ipv4:" + addr
         options.append(("grpc.lb_policy_name", "round_robin"))
+        if tls_dir:  # several addresses: no one host name; every mesh certificate names localhost
+            options.append(("grpc.ssl_target_name_override", "localhost"))
+    if tls_dir:
+        from . import tls
+
+        return grpc.aio.secure_channel(addr, tls.channel_credentials(tls_dir), options=options,
+                                       interceptors=telemetry.client_interceptors())
     return grpc.aio.insecure_channel(addr, options=options, interceptors=telemetry.client_interceptors())
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from . import operator_token
+from . import operator_token, tls
 from .config import SERVICES
 
 # The module that runs a service (`python -m ...`): services/<name>/ but the
@@ -206,8 +206,16 @@ class ServiceProcess:
 
         self.port = wait_until(bound, 60, f"{self.name} to bind its port")
 
+    def probe_channel(self) -> grpc.Channel:
+        """A channel for the launcher's own probes: with the operator's certificate when the
+        mesh runs mutual TLS (CROSSDOCK_TLS_DIR), except to the gateway's public port."""
+        tls_dir = self.env.get("CROSSDOCK_TLS_DIR") or os.environ.get("CROSSDOCK_TLS_DIR", "")
+        if tls_dir and self.name != "gateway":
+            return grpc.secure_channel(self.addr, tls.channel_credentials(tls_dir, tls.OPERATOR))
+        return grpc.insecure_channel(self.addr)
+
     def wait_healthy(self, timeout: float = 60) -> None:
-        with grpc.insecure_channel(self.addr) as channel:
+        with self.probe_channel() as channel:
             stub = health_pb2_grpc.HealthStub(channel)
 
             def serving():
@@ -384,6 +392,7 @@ class Mesh:
         env: dict[str, str] | None = None,
         service_env: dict[str, dict[str, str]] | None = None,
         supervise: bool = False,
+        tls: bool = False,
     ) -> None:
         self.data_dir = data_dir.resolve()
         self.supervise = supervise
@@ -400,6 +409,11 @@ class Mesh:
         if nats_cluster:
             self.extra_env.setdefault("CROSSDOCK_STREAM_REPLICAS", str(min(nats_cluster, 3)))
         self.replicas = replicas
+        # Mutual TLS between the internal services: the certificates under <data_dir>/tls,
+        # made at start() when missing (services/mesh/tls.py), CROSSDOCK_TLS_DIR for all.
+        self.tls = tls
+        if tls:
+            self.extra_env["CROSSDOCK_TLS_DIR"] = str(self.data_dir / "tls")
         # "erp", "erp#2", ...: every instance, by name.
         self.services: dict[str, ServiceProcess] = {}
         # Fixed ports per service; 0 (the default) picks a free one.
@@ -475,6 +489,9 @@ class Mesh:
 
     def start(self, progress=lambda msg: None) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls:
+            progress("making the mesh CA and certificates under tls/ (when missing)")
+            tls.ensure(self.data_dir / "tls")
         if self.postgres:
             from .databases import service_databases
 
