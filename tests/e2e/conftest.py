@@ -48,9 +48,15 @@ def mesh(tmp_path_factory):
 
 
 class Stubs:
-    def __init__(self, mesh: Mesh) -> None:
-        self.channels = [grpc.aio.insecure_channel(mesh.addr(n))
-                         for n in ("erp", "wms", "tms", "ordertoship")]
+    """Stubs of the internal services; ``credentials``: over (mutual) TLS instead of plaintext."""
+
+    def __init__(self, mesh: Mesh, credentials: grpc.ChannelCredentials | None = None) -> None:
+        def channel(name: str) -> grpc.aio.Channel:
+            if credentials is None:
+                return grpc.aio.insecure_channel(mesh.addr(name))
+            return grpc.aio.secure_channel(mesh.addr(name), credentials)
+
+        self.channels = [channel(n) for n in ("erp", "wms", "tms", "ordertoship")]
         self.erp = erp_pb2_grpc.ErpServiceStub(self.channels[0])
         self.wms = wms_pb2_grpc.WmsServiceStub(self.channels[1])
         self.tms = tms_pb2_grpc.TmsServiceStub(self.channels[2])

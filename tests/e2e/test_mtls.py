@@ -17,12 +17,10 @@ from crossdock.admin.v1 import api_clients_pb2 as cpb
 from crossdock.admin.v1 import api_clients_pb2_grpc
 from crossdock.common.v1.common_pb2 import Address
 from crossdock.erp.v1 import erp_pb2, erp_pb2_grpc
-from crossdock.tms.v1 import tms_pb2_grpc
-from crossdock.wms.v1 import wms_pb2_grpc
 from gateway.governance import SCOPES
 from services.mesh import operator_token, tls
 from services.mesh.launcher import Mesh
-from tests.e2e.conftest import FAST, make_world, usd
+from tests.e2e.conftest import FAST, Stubs, make_world, usd
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.e2e
@@ -60,21 +58,6 @@ async def refused(channel: grpc.aio.Channel) -> grpc.StatusCode:
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await check(channel)
     return err.value.code()
-
-
-class TlsStubs:
-    """What make_world needs, over mutual TLS with the operator's certificate."""
-
-    def __init__(self, mesh: Mesh) -> None:
-        creds = mesh_credentials(mesh)
-        self.channels = [grpc.aio.secure_channel(mesh.addr(n), creds) for n in ("erp", "wms", "tms")]
-        self.erp = erp_pb2_grpc.ErpServiceStub(self.channels[0])
-        self.wms = wms_pb2_grpc.WmsServiceStub(self.channels[1])
-        self.tms = tms_pb2_grpc.TmsServiceStub(self.channels[2])
-
-    async def close(self) -> None:
-        for ch in self.channels:
-            await ch.close()
 
 
 def test_certificates_made_once_keys_private(tls_mesh):
@@ -120,7 +103,7 @@ async def test_every_internal_port_requires_a_mesh_client_certificate(tls_mesh, 
 
 
 async def test_an_order_is_invoiced_through_the_gateway(tls_mesh):
-    stubs = TlsStubs(tls_mesh)
+    stubs = Stubs(tls_mesh, mesh_credentials(tls_mesh))  # the operator's certificate
     try:
         world = await make_world(stubs)
     finally:
